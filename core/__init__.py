@@ -1,0 +1,1 @@
+"""loraloop's shared foundation: settings, artifact registry, model and adapter loading, store."""

@@ -1,0 +1,53 @@
+"""The version manifest: the immutable JSON record that makes a version exist.
+
+Written last, with a create-if-absent write, after every blob it names is stored: a version is
+visible exactly when its manifest is, so a publisher that dies mid-upload leaves no half version.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+AdapterKind = Literal["policy", "reward"]
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class Manifest(BaseModel):
+    """One registered version of an adapter."""
+
+    model_config = ConfigDict(frozen=True)
+
+    adapter: str
+    version: int = Field(ge=1)
+    kind: AdapterKind
+    base_model_id: str
+    base_fingerprint: str
+    rank: int
+    alpha: float
+    target_modules: list[str]
+    files: dict[str, FileEntry]
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    lineage: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    created_by: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.adapter}@{self.version}"
+
+
+class AliasRecord(BaseModel):
+    """An alias file's content. ``version`` None is a deleted alias (a tombstone keeps the
+    compare-and-swap chain intact, so delete needs no conditional delete from the backend)."""
+
+    version: int | None
+    updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

@@ -1,0 +1,238 @@
+"""The artifact registry: immutable, numbered adapter versions and movable aliases.
+
+Layout under the registry root (same on disk and in S3)::
+
+    blobs/sha256/<hex>                     file contents, written once
+    adapters/<name>/versions/<N>.json      manifest: makes version N exist
+    adapters/<name>/aliases/<alias>.json   {"version": N}, moved by compare-and-swap
+
+Publishing uploads the blobs, then creates manifest N = (highest existing) + 1 with a
+create-if-absent write; a publisher that loses the race retries with the next number. So versions
+are dense (1, 2, 3 ...), never overwritten, and a crash before the manifest leaves only
+unreferenced blobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from core.base_model import BaseModelInfo
+from core.errors import Conflict, IntegrityError, InvalidAdapter, NotFound
+from core.names import AdapterRef, parse_ref, validate_alias, validate_name
+from core.registry.manifest import AdapterKind, AliasRecord, FileEntry, Manifest
+from core.registry.object_store import ObjectStore
+from core.registry.validation import ADAPTER_FILES, validate_adapter_folder
+
+log = logging.getLogger(__name__)
+
+_CACHE_MARKER = ".files.json"
+_PUBLISH_ATTEMPTS = 1000  # far above any realistic number of concurrent publishers
+
+
+class _Any:
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+#: ``set_alias(..., expected=ANY)``: move the alias whatever it points to now.
+ANY: Final = _Any()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _blob_key(sha256: str) -> str:
+    return f"blobs/sha256/{sha256}"
+
+
+def _versions_prefix(adapter: str) -> str:
+    return f"adapters/{adapter}/versions/"
+
+
+def _alias_key(adapter: str, alias: str) -> str:
+    return f"adapters/{adapter}/aliases/{alias}.json"
+
+
+class Registry:
+    """Adapter versions and aliases on an ObjectStore, with a verified local cache."""
+
+    def __init__(self, store: ObjectStore, base: BaseModelInfo, cache_dir: Path, max_rank: int):
+        self.store = store
+        self.base = base
+        self.cache_dir = Path(cache_dir)
+        self.max_rank = max_rank
+
+    # --- versions ---
+
+    def publish(
+        self,
+        folder: Path,
+        adapter: str,
+        kind: AdapterKind = "policy",
+        *,
+        metrics: dict[str, Any] | None = None,
+        lineage: dict[str, Any] | None = None,
+        created_by: str | None = None,
+    ) -> Manifest:
+        """Validate a PEFT folder against the base, upload it and register the next version."""
+        validate_name(adapter)
+        folder = Path(folder)
+        summary = validate_adapter_folder(folder, kind, self.base, self.max_rank)
+        files: dict[str, FileEntry] = {}
+        for name in ADAPTER_FILES:
+            path = folder / name
+            entry = FileEntry(sha256=sha256_file(path), size=path.stat().st_size)
+            self.store.upload(_blob_key(entry.sha256), path)
+            files[name] = entry
+        for _ in range(_PUBLISH_ATTEMPTS):
+            manifest = Manifest(
+                adapter=adapter,
+                version=self._latest_version(adapter) + 1,
+                kind=kind,
+                base_model_id=self.base.model_id,
+                base_fingerprint=self.base.fingerprint,
+                rank=summary.rank,
+                alpha=summary.alpha,
+                target_modules=summary.target_modules,
+                files=files,
+                metrics=metrics or {},
+                lineage=lineage or {},
+                created_by=created_by,
+            )
+            key = f"{_versions_prefix(adapter)}{manifest.version}.json"
+            if self.store.create(key, manifest.model_dump_json(indent=2).encode()):
+                log.info("published %s (%s)", manifest.ref, kind)
+                return manifest
+        raise Conflict(f"could not publish {adapter}: too many concurrent publishers")
+
+    def list_adapters(self) -> list[str]:
+        return self.store.list("adapters/")
+
+    def list_versions(self, adapter: str) -> list[int]:
+        validate_name(adapter)
+        names = self.store.list(_versions_prefix(adapter))
+        return sorted(int(n.removesuffix(".json")) for n in names if n.removesuffix(".json").isdigit())
+
+    def _latest_version(self, adapter: str) -> int:
+        versions = self.list_versions(adapter)
+        return versions[-1] if versions else 0
+
+    def manifest(self, adapter: str, version: int) -> Manifest:
+        validate_name(adapter)
+        stored = self.store.read(f"{_versions_prefix(adapter)}{version}.json")
+        if stored is None:
+            raise NotFound(f"adapter version {adapter}@{version} does not exist")
+        try:
+            return Manifest.model_validate_json(stored.data)
+        except ValidationError as e:
+            raise IntegrityError(f"manifest of {adapter}@{version} is corrupt: {e}") from None
+
+    # --- aliases ---
+
+    def _read_alias(self, adapter: str, alias: str) -> tuple[int | None, str | None]:
+        stored = self.store.read(_alias_key(adapter, alias))
+        if stored is None:
+            return None, None
+        return AliasRecord.model_validate_json(stored.data).version, stored.etag
+
+    def aliases(self, adapter: str) -> dict[str, int]:
+        validate_name(adapter)
+        result = {}
+        for name in self.store.list(f"adapters/{adapter}/aliases/"):
+            alias = name.removesuffix(".json")
+            version, _ = self._read_alias(adapter, alias)
+            if version is not None:
+                result[alias] = version
+        return result
+
+    def set_alias(
+        self, adapter: str, alias: str, version: int | None, expected: int | None | _Any = ANY
+    ) -> None:
+        """Point ``adapter@alias`` at ``version`` (None deletes it), compare-and-swap.
+
+        With ``expected`` set (a version, or None for "alias absent"), raises Conflict unless
+        the alias still points there when the write lands: of two movers starting from the same
+        state, exactly one wins. With ``ANY`` the move applies to whatever is current.
+        """
+        validate_name(adapter)
+        validate_alias(alias)
+        if version is not None:
+            self.manifest(adapter, version)  # NotFound for a version that does not exist
+        current, etag = self._read_alias(adapter, alias)
+        if not isinstance(expected, _Any) and current != expected:
+            raise Conflict(
+                f"{adapter}@{alias} points to {current}, not {expected}: it was moved meanwhile"
+            )
+        record = AliasRecord(version=version).model_dump_json().encode()
+        self.store.replace(_alias_key(adapter, alias), record, etag)
+        log.info("moved %s@%s: %s -> %s", adapter, alias, current, version)
+
+    def resolve(self, ref: str | AdapterRef) -> Manifest:
+        """The manifest ``name``, ``name@alias`` or ``name@N`` points to; NotFound if none."""
+        parsed = parse_ref(ref) if isinstance(ref, str) else ref
+        if parsed.version is not None:
+            return self.manifest(parsed.name, parsed.version)
+        assert parsed.alias is not None
+        version, _ = self._read_alias(parsed.name, parsed.alias)
+        if version is None:
+            if not self.list_versions(parsed.name):
+                raise NotFound(f"adapter {parsed.name!r} does not exist")
+            raise NotFound(f"adapter {parsed.name!r} has no alias {parsed.alias!r}")
+        return self.manifest(parsed.name, version)
+
+    # --- local cache ---
+
+    def fetch(self, adapter: str, version: int) -> Path:
+        """A local folder with the version's files, sha256-verified on download.
+
+        Cached under cache_dir/<adapter>/<version>; filled in a temporary folder and renamed,
+        so readers never see a partial copy and concurrent fetchers agree.
+        """
+        manifest = self.manifest(adapter, version)
+        if manifest.base_fingerprint != self.base.fingerprint:
+            raise InvalidAdapter(
+                f"{manifest.ref} was made for base {manifest.base_model_id!r}, "
+                f"not the served base {self.base.model_id!r}"
+            )
+        target = self.cache_dir / adapter / str(version)
+        # The marker holds the manifest's file hashes: a cache filled from another registry
+        # with the same (adapter, version) but other bytes is never mistaken for this one.
+        marker = manifest.model_dump_json(include={"files"})
+        if (target / _CACHE_MARKER).is_file() and (target / _CACHE_MARKER).read_text() == marker:
+            return target
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
+        try:
+            for name, entry in manifest.files.items():
+                path = tmp / name
+                self.store.download(_blob_key(entry.sha256), path)
+                actual = sha256_file(path)
+                if actual != entry.sha256 or path.stat().st_size != entry.size:
+                    raise IntegrityError(
+                        f"{manifest.ref} file {name}: stored bytes have sha256 {actual}, "
+                        f"the manifest says {entry.sha256}; the registry copy is corrupt"
+                    )
+            (tmp / _CACHE_MARKER).write_text(marker)
+            try:
+                os.rename(tmp, target)
+            except OSError:  # a concurrent fetcher renamed its verified copy first
+                if not target.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target

@@ -1,0 +1,124 @@
+"""All configuration, read once from the environment (prefix ``LORALOOP_``) or a config file.
+
+Nothing else in loraloop reads the environment: long-lived objects receive a ``Settings``.
+A config file (TOML, YAML or JSON) is named by ``LORALOOP_CONFIG``; environment variables win
+over it. Paths left unset derive from ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+Device = Literal["auto", "cpu", "cuda", "mps"] | str
+Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """Values from the file named by LORALOOP_CONFIG (lowest priority after defaults)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: str | None):
+        super().__init__(settings_cls)
+        self._values = _read_config_file(Path(path)) if path else {}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ValueError(f"LORALOOP_CONFIG names {path}, which is not a file")
+    text = path.read_text()
+    if path.suffix == ".toml":
+        return tomllib.loads(text)
+    if path.suffix in (".yaml", ".yml"):
+        return yaml.safe_load(text) or {}
+    if path.suffix == ".json":
+        return json.loads(text)
+    raise ValueError(f"config file {path}: use .toml, .yaml, .yml or .json")
+
+
+class Settings(BaseSettings):
+    """loraloop's settings. See docs/configuration.md for every field."""
+
+    model_config = SettingsConfigDict(env_prefix="LORALOOP_", extra="forbid")
+
+    # --- base model ---
+    base_model: str = Field(
+        "tiny-llama",
+        description="'tiny-llama' (built locally, no download) or a path to a Hugging Face "
+        "Llama-family checkpoint folder.",
+    )
+    base_model_id: str | None = Field(
+        None, description="Name the API shows for the base model; defaults to the folder name."
+    )
+    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', 'mps'.")
+    dtype: Dtype = Field("auto", description="'auto' = bfloat16 on CUDA, float32 elsewhere.")
+    tiny_llama_seed: int = Field(0, description="Seed of the embedded tiny Llama's random weights.")
+
+    # --- storage ---
+    data_dir: Path = Field(Path.home() / ".loraloop", description="Root of all local state.")
+    registry_url: str | None = Field(
+        None, description="file:///path, a plain path or s3://bucket/prefix; default data_dir/registry."
+    )
+    cache_dir: Path | None = Field(None, description="Local adapter cache; default data_dir/cache.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///data_dir/loraloop.db."
+    )
+
+    # --- S3 (standard AWS variables and ~/.aws are used when these are unset) ---
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_connect_timeout: float = Field(5.0, gt=0, description="Seconds before an S3 connect fails.")
+    s3_read_timeout: float = Field(30.0, gt=0)
+    s3_max_attempts: int = Field(3, ge=1, description="boto3 retry attempts (standard mode).")
+
+    # --- inference engine ---
+    max_active_adapters: int = Field(32, ge=1, description="Adapter slots in the LoRA layers.")
+    max_lora_rank: int = Field(64, ge=1)
+    max_cpu_adapters: int = Field(128, ge=0, description="Adapters kept in host memory (LRU).")
+    max_batch_size: int = Field(32, ge=1)
+    max_queue: int = Field(256, ge=0, description="Waiting requests before 'overloaded'.")
+    max_prompt_tokens: int = Field(2048, ge=1)
+    max_new_tokens: int = Field(512, ge=1)
+    alias_poll_seconds: float = Field(5.0, ge=0, description="0 turns alias following off.")
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser()
+        if self.registry_url is None:
+            self.registry_url = str(self.data_dir / "registry")
+        if self.cache_dir is None:
+            self.cache_dir = self.data_dir / "cache"
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir / 'loraloop.db'}"
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        import os  # the one place that reads the environment directly
+
+        config_file = _ConfigFileSource(settings_cls, os.environ.get("LORALOOP_CONFIG"))
+        return (init_settings, env_settings, config_file)

@@ -1,0 +1,1 @@
+"""loraloop's server: the inference engine and the HTTP API around it."""

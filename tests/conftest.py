@@ -1,0 +1,35 @@
+"""Fixtures shared by every test package: settings on a temporary data directory and the
+embedded tiny Llama, built once per session (seed 0) and reused by every test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.base_model import BaseModelInfo, base_model_info, build_tiny_llama
+from core.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama checkpoint folder, shared by the session (read-only for tests)."""
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama-seed0", seed=0)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tiny_llama_dir: Path) -> Settings:
+    """Settings on an empty data directory, serving the session's tiny Llama on the CPU."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        base_model=str(tiny_llama_dir),
+        base_model_id="tiny-llama",
+        device="cpu",
+        dtype="float32",
+        alias_poll_seconds=0,
+    )
+
+
+@pytest.fixture
+def base_info(settings: Settings) -> BaseModelInfo:
+    return base_model_info(settings)

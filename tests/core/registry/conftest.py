@@ -1,0 +1,66 @@
+"""A registry per test on each backend: a local folder, and a fresh bucket on SeaweedFS."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from core.base_model import BaseModelInfo
+from core.registry import Registry, open_registry
+from core.settings import Settings
+from tests.adapters import make_adapter
+
+
+def updated(settings: Settings, **update) -> Settings:
+    """A validated copy (model_copy alone would skip validation, e.g. of SecretStr)."""
+    return Settings(**{**settings.model_dump(), **update})
+
+
+def s3_settings(settings: Settings, server, bucket: str, **update) -> Settings:
+    return updated(
+        settings,
+        **{
+            "registry_url": f"s3://{bucket}/registry",
+            "s3_endpoint_url": server.endpoint_url,
+            "s3_region": server.region,
+            "s3_access_key_id": server.access_key,
+            "s3_secret_access_key": server.secret_key,
+            **update,
+        },
+    )
+
+
+@pytest.fixture(params=["local", "s3"])
+def registry_settings(request, settings: Settings) -> Settings:
+    if request.param == "local":
+        return settings
+    server = request.getfixturevalue("seaweedfs")
+    return s3_settings(settings, server, request.getfixturevalue("s3_bucket"))
+
+
+@pytest.fixture
+def registry(registry_settings: Settings, base_info: BaseModelInfo) -> Registry:
+    return open_registry(registry_settings, base_info)
+
+
+@pytest.fixture
+def adapter_dir(tmp_path: Path, tiny_llama_dir: Path) -> Path:
+    return make_adapter(tiny_llama_dir, tmp_path / "adapter", rank=4)
+
+
+@pytest.fixture
+def reward_dir(tmp_path: Path, tiny_llama_dir: Path) -> Path:
+    return make_adapter(tiny_llama_dir, tmp_path / "reward", kind="reward")
+
+
+@pytest.fixture
+def new_adapter(tmp_path: Path, tiny_llama_dir: Path) -> Callable[..., Path]:
+    """Make another adapter folder: new_adapter(seed=1, rank=8, ...)."""
+    counter = iter(range(1000))
+
+    def make(**kwargs) -> Path:
+        return make_adapter(tiny_llama_dir, tmp_path / f"adapter-{next(counter)}", **kwargs)
+
+    return make

@@ -1,0 +1,81 @@
+"""The embedded tiny Llama: built locally, deterministic, loadable as any HF checkpoint."""
+
+from __future__ import annotations
+
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from core.base_model import (
+    base_model_info,
+    build_tiny_llama,
+    load_base_model,
+    load_tokenizer,
+)
+from core.settings import Settings
+
+
+def test_same_seed_gives_identical_weights_and_another_seed_does_not(tmp_path, tiny_llama_dir):
+    again = build_tiny_llama(tmp_path / "again", seed=0)
+    other = build_tiny_llama(tmp_path / "other", seed=1)
+    reference = load_file(tiny_llama_dir / "model.safetensors")
+    same = load_file(again / "model.safetensors")
+    different = load_file(other / "model.safetensors")
+    assert reference.keys() == same.keys()
+    assert all(torch.equal(reference[k], same[k]) for k in reference)
+    assert not torch.equal(reference["model.embed_tokens.weight"], different["model.embed_tokens.weight"])
+    assert (tiny_llama_dir / "tokenizer.json").read_bytes() == (again / "tokenizer.json").read_bytes()
+
+
+def test_loads_with_plain_auto_classes_and_generates(tiny_llama_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    assert type(model).__name__ == "LlamaForCausalLM"
+    batch = tokenizer(["Hello there, how are you?"], return_tensors="pt")
+    out = model.generate(**batch, max_new_tokens=4, do_sample=False)
+    assert out.shape == (1, batch["input_ids"].shape[1] + 4)
+    assert batch["input_ids"][0, 0].item() == tokenizer.bos_token_id
+
+
+def test_tokenizer_round_trips_any_text_and_has_a_chat_template(settings):
+    tokenizer = load_tokenizer(settings)
+    text = "Grüße, 東京! ✓ tabs\tand\nnewlines"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.unk_token_id not in ids
+    assert {tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token} == {"<s>", "</s>", "<pad>"}
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    assert prompt == "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST]"
+
+
+def test_default_settings_build_tiny_llama_under_the_data_dir(tmp_path):
+    settings = Settings(data_dir=tmp_path, device="cpu")
+    model = load_base_model(settings)
+    assert (tmp_path / "models" / "tiny-llama-seed0" / "config.json").is_file()
+    assert model.dtype == torch.float32 and model.device.type == "cpu"
+    assert not any(p.requires_grad for p in model.parameters())
+    assert base_model_info(settings).model_id == "tiny-llama"
+
+
+def test_dtype_comes_from_settings(settings):
+    model = load_base_model(Settings(**{**settings.model_dump(), "dtype": "bfloat16"}))
+    assert model.dtype == torch.bfloat16
+
+
+def test_fingerprint_depends_on_architecture_not_on_weights(tmp_path, tiny_llama_dir, settings):
+    other_seed = Settings(data_dir=tmp_path, base_model=str(build_tiny_llama(tmp_path / "s1", seed=1)))
+    assert base_model_info(other_seed).fingerprint == base_model_info(settings).fingerprint
+
+
+def test_a_missing_checkpoint_folder_is_a_clear_error(tmp_path):
+    settings = Settings(data_dir=tmp_path, base_model=str(tmp_path / "nope"))
+    try:
+        base_model_info(settings)
+    except FileNotFoundError as e:
+        assert "config.json" in str(e) and "nope" in str(e)
+    else:
+        raise AssertionError("expected FileNotFoundError")

@@ -1,0 +1,61 @@
+"""Settings: environment, config file, derived paths, and secrets kept out of output."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from core.settings import Settings
+
+
+def test_defaults_derive_every_path_from_the_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORALOOP_DATA_DIR", str(tmp_path))
+    settings = Settings()
+    assert settings.base_model == "tiny-llama"
+    assert settings.registry_url == str(tmp_path / "registry")
+    assert settings.cache_dir == tmp_path / "cache"
+    assert settings.database_url == f"sqlite:///{tmp_path / 'loraloop.db'}"
+
+
+def test_environment_wins_over_the_config_file(tmp_path, monkeypatch):
+    config = tmp_path / "loraloop.toml"
+    config.write_text('registry_url = "s3://bucket/prefix"\nmax_batch_size = 8\ndtype = "bfloat16"\n')
+    monkeypatch.setenv("LORALOOP_CONFIG", str(config))
+    monkeypatch.setenv("LORALOOP_MAX_BATCH_SIZE", "16")
+    settings = Settings()
+    assert settings.registry_url == "s3://bucket/prefix"
+    assert settings.dtype == "bfloat16"
+    assert settings.max_batch_size == 16
+
+
+def test_yaml_config_files_work_too(tmp_path, monkeypatch):
+    config = tmp_path / "loraloop.yaml"
+    config.write_text("device: cuda\nmax_queue: 3\n")
+    monkeypatch.setenv("LORALOOP_CONFIG", str(config))
+    assert (Settings().device, Settings().max_queue) == ("cuda", 3)
+
+
+def test_unknown_keys_and_bad_values_are_refused(tmp_path, monkeypatch):
+    config = tmp_path / "loraloop.toml"
+    config.write_text("max_bach_size = 8\n")
+    monkeypatch.setenv("LORALOOP_CONFIG", str(config))
+    with pytest.raises(ValidationError, match="max_bach_size"):
+        Settings()
+    monkeypatch.delenv("LORALOOP_CONFIG")
+    monkeypatch.setenv("LORALOOP_DTYPE", "float8")
+    with pytest.raises(ValidationError, match="dtype"):
+        Settings()
+
+
+def test_a_missing_config_file_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORALOOP_CONFIG", str(tmp_path / "absent.toml"))
+    with pytest.raises(ValueError, match="absent.toml"):
+        Settings()
+
+
+def test_the_s3_secret_never_shows_in_output(monkeypatch):
+    monkeypatch.setenv("LORALOOP_S3_SECRET_ACCESS_KEY", "hunter2-secret")
+    settings = Settings()
+    assert "hunter2-secret" not in repr(settings)
+    assert "hunter2-secret" not in str(settings.model_dump())
+    assert settings.s3_secret_access_key.get_secret_value() == "hunter2-secret"
