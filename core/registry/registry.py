@@ -113,10 +113,18 @@ class Registry:
                 created_by=created_by,
             )
             key = f"{_versions_prefix(adapter)}{manifest.version}.json"
-            if self.store.create(key, manifest.model_dump_json(indent=2).encode()):
+            data = manifest.model_dump_json(indent=2).encode()
+            if self.store.create(key, data) or self._landed(key, data):
                 log.info("published %s (%s)", manifest.ref, kind)
                 return manifest
         raise Conflict(f"could not publish {adapter}: too many concurrent publishers")
+
+    def _landed(self, key: str, data: bytes) -> bool:
+        """Whether ``key`` holds exactly ``data``: a conditional write whose response was lost
+        and whose retry then failed its precondition did land (the bytes hold a timestamp, so
+        no other writer's record is byte-identical)."""
+        stored = self.store.read(key)
+        return stored is not None and stored.data == data
 
     def list_adapters(self) -> list[str]:
         return self.store.list("adapters/")
@@ -177,7 +185,12 @@ class Registry:
                 f"{adapter}@{alias} points to {current}, not {expected}: it was moved meanwhile"
             )
         record = AliasRecord(version=version).model_dump_json().encode()
-        self.store.replace(_alias_key(adapter, alias), record, etag)
+        key = _alias_key(adapter, alias)
+        try:
+            self.store.replace(key, record, etag)
+        except Conflict:
+            if not self._landed(key, record):
+                raise
         log.info("moved %s@%s: %s -> %s", adapter, alias, current, version)
 
     def resolve(self, ref: str | AdapterRef) -> Manifest:

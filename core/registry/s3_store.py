@@ -50,7 +50,7 @@ class S3ObjectStore(ObjectStore):
             config=Config(
                 connect_timeout=settings.s3_connect_timeout,
                 read_timeout=settings.s3_read_timeout,
-                retries={"max_attempts": settings.s3_max_attempts, "mode": "standard"},
+                retries={"total_max_attempts": settings.s3_max_attempts, "mode": "standard"},
                 s3={"addressing_style": "path"} if endpoint else None,
             ),
         )
