@@ -42,3 +42,7 @@ class RegistryUnavailable(LoraloopError):
 
 class Overloaded(LoraloopError):
     """The engine's queue is full; retry later (HTTP 429)."""
+
+
+class TimedOut(LoraloopError):
+    """Work that ran past its configured time limit (HTTP 504)."""

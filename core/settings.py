@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -49,6 +49,24 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     if path.suffix == ".json":
         return json.loads(text)
     raise ValueError(f"config file {path}: use .toml, .yaml, .yml or .json")
+
+
+Scope = Literal["infer", "feedback", "admin"]
+
+
+class ApiKey(BaseModel):
+    """One API key: callers send it as ``Authorization: Bearer <key>``."""
+
+    name: str = Field(min_length=1, description="Shown in logs instead of the key.")
+    key: SecretStr
+    scopes: list[Scope] = Field(min_length=1)
+
+    @field_validator("key")
+    @classmethod
+    def _long_enough(cls, key: SecretStr) -> SecretStr:
+        if len(key.get_secret_value()) < 16:
+            raise ValueError("API keys need at least 16 characters")
+        return key
 
 
 class Settings(BaseSettings):
@@ -97,6 +115,30 @@ class Settings(BaseSettings):
     max_prompt_tokens: int = Field(2048, ge=1)
     max_new_tokens: int = Field(512, ge=1)
     alias_poll_seconds: float = Field(5.0, ge=0, description="0 turns alias following off.")
+    lora_target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Projections that get LoRA slots; adapters targeting others are refused.",
+    )
+    prefill_chunk_tokens: int = Field(
+        256, ge=1, description="Prompt tokens (padding included) processed per engine step: "
+        "bounds how long a newcomer's prefill stalls running generations.",
+    )
+
+    # --- HTTP service ---
+    host: str = Field("127.0.0.1", description="Address the server binds.")
+    port: int = Field(8000, ge=0, le=65535)
+    api_keys: list[ApiKey] = Field(
+        default_factory=list,
+        description='JSON list of {"name", "key", "scopes"}; scopes: infer, feedback, admin.',
+    )
+    allow_open_access: bool = Field(
+        False, description="Allow binding a non-loopback address with no API keys configured."
+    )
+    request_timeout_seconds: float = Field(300.0, gt=0, description="Longest a generation may run.")
+    max_upload_bytes: int = Field(4 << 30, ge=1, description="Largest adapter upload accepted.")
+    demo_adapter: bool = Field(
+        True, description="On first start with an empty registry, register a demo adapter."
+    )
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

@@ -1,0 +1,122 @@
+"""The adapter admin API's logic: registry listings joined with the engine's residency,
+uploads, alias moves (followed by the engine at once), load/unload/pin."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from core.errors import NotFound
+from core.names import validate_alias, validate_name
+from core.registry import ANY, Manifest, Registry
+from core.registry.manifest import AdapterKind
+from core.settings import Settings
+from service.adapters.protocol import (
+    AdapterPublic,
+    AliasPublic,
+    AliasUpdate,
+    ResidencyPublic,
+    VersionPublic,
+)
+from service.adapters.uploads import Upload, write_upload
+from service.engine import AdapterStatus, Engine
+from service.openai.protocol import ModelList
+from service.openai.serving import OpenAIServing
+
+
+def version_public(m: Manifest) -> VersionPublic:
+    return VersionPublic(
+        version=m.version, kind=m.kind, rank=m.rank, alpha=m.alpha,
+        target_modules=m.target_modules, created_at=m.created_at, created_by=m.created_by,
+        metrics=m.metrics, lineage=m.lineage,
+    )
+
+
+def residency_public(s: AdapterStatus) -> ResidencyPublic:
+    last_used = datetime.fromtimestamp(s.last_used, UTC) if s.last_used else None
+    return ResidencyPublic(version=s.version, tier=s.tier, pinned=s.pinned, in_use=s.in_use, last_used=last_used)
+
+
+class AdapterService:
+    def __init__(self, settings: Settings, registry: Registry, engine: Engine):
+        self.settings = settings
+        self.registry = registry
+        self.engine = engine
+
+    # --- reads (blocking: run them in a thread) ---
+
+    def describe(self, name: str) -> AdapterPublic:
+        versions = [self.registry.manifest(name, v) for v in self.registry.list_versions(validate_name(name))]
+        if not versions:
+            raise NotFound(f"adapter {name!r} does not exist")
+        residency = [residency_public(s) for s in self.engine.residency() if s.adapter == name]
+        return AdapterPublic(
+            name=name,
+            kind=versions[-1].kind,
+            versions=[version_public(m) for m in versions],
+            aliases=self.registry.aliases(name),
+            residency=residency,
+        )
+
+    def list(self) -> list[AdapterPublic]:
+        result = []
+        for name in self.registry.list_adapters():
+            try:
+                result.append(self.describe(name))
+            except NotFound:  # a name whose first publish has not finished
+                continue
+        return result
+
+    def model_list(self, openai: OpenAIServing) -> ModelList:
+        """OpenAI model cards: ``name`` for each policy adapter with a production alias, and
+        ``name@alias`` for each of its aliases."""
+        cards: list[tuple[str, int]] = []
+        for name in self.registry.list_adapters():
+            aliases = self.registry.aliases(name)
+            if not aliases:
+                continue
+            manifest = self.registry.manifest(name, max(aliases.values()))
+            if manifest.kind != "policy":
+                continue
+            created = int(manifest.created_at.timestamp())
+            if "production" in aliases:
+                cards.append((name, created))
+            cards.extend((f"{name}@{alias}", created) for alias in sorted(aliases))
+        return openai.models(cards)
+
+    # --- writes ---
+
+    def publish(
+        self, name: str, kind: AdapterKind, uploads: list[Upload], aliases: list[str], created_by: str
+    ) -> Manifest:
+        validate_name(name)
+        for alias in aliases:
+            validate_alias(alias)
+        folder = Path(tempfile.mkdtemp(prefix="upload-", dir=self._upload_dir()))
+        try:
+            write_upload(uploads, folder, self.settings.max_upload_bytes)
+            manifest = self.registry.publish(folder, name, kind, created_by=created_by)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        for alias in aliases:
+            self.registry.set_alias(name, alias, manifest.version)
+        return manifest
+
+    def _upload_dir(self) -> Path:
+        path = self.settings.data_dir / "uploads"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    async def set_alias(self, name: str, alias: str, update: AliasUpdate) -> AliasPublic:
+        expected = None if update.expected_absent else ANY if update.expected is None else update.expected
+        await asyncio.to_thread(self.registry.set_alias, name, alias, update.version, expected)
+        await self.engine.refresh_aliases()  # hot-swap now rather than at the next poll
+        return AliasPublic(adapter=name, alias=alias, version=update.version)
+
+    async def delete_alias(self, name: str, alias: str) -> AliasPublic:
+        await asyncio.to_thread(self.registry.set_alias, name, alias, None)
+        await self.engine.refresh_aliases()
+        return AliasPublic(adapter=name, alias=alias, version=None)

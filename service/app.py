@@ -1,0 +1,70 @@
+"""The FastAPI application: service objects built once in the lifespan, thin routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from core.base_model import base_model_info
+from core.registry import open_registry
+from core.settings import Settings
+from service.adapters.api_router import router as adapters_router
+from service.adapters.serving import AdapterService
+from service.auth import Authenticator
+from service.demo import ensure_demo_adapter
+from service.engine import Engine
+from service.errors import install_error_handlers
+from service.health import router as health_router
+from service.metrics import ServiceMetrics
+from service.openai.api_router import router as openai_router
+from service.openai.serving import OpenAIServing
+from service.rewards.api_router import router as rewards_router
+from service.state import ServiceState
+
+log = logging.getLogger(__name__)
+
+
+def build_state(settings: Settings) -> ServiceState:
+    """Every long-lived object, in dependency order."""
+    base_info = base_model_info(settings)
+    registry = open_registry(settings, base_info)
+    ensure_demo_adapter(settings, registry)
+    engine = Engine(settings, registry, base_info=base_info)
+    metrics = ServiceMetrics(base_info.model_id)
+    return ServiceState(
+        settings=settings,
+        base_info=base_info,
+        registry=registry,
+        engine=engine,
+        metrics=metrics,
+        authenticator=Authenticator(settings.api_keys),
+        openai=OpenAIServing(engine, metrics),
+        adapters=AdapterService(settings, registry, engine),
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.services = build_state(settings)
+        app.state.authenticator = app.state.services.authenticator
+        try:
+            yield
+        finally:
+            app.state.services.engine.close()
+
+    app = FastAPI(
+        title="loraloop",
+        version="0.1.0",
+        summary="One Llama base model, many LoRA adapters, and the RLHF loop around them.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (health_router, openai_router, adapters_router, rewards_router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,90 @@
+"""API keys with scopes. ``Authorization: Bearer <key>``, as OpenAI clients send it.
+
+With no keys configured the server is open, and ``check_bind`` only lets it listen on
+loopback unless ``allow_open_access`` says otherwise. Keys are compared in constant time and
+never logged; a caller is logged by its key's name.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from core.settings import ApiKey, Scope, Settings
+
+log = logging.getLogger(__name__)
+
+OPEN_CALLER = "anonymous"
+
+
+class Authenticator:
+    def __init__(self, keys: list[ApiKey]):
+        self._keys = [(k.key.get_secret_value().encode(), k) for k in keys]
+
+    @property
+    def open(self) -> bool:
+        return not self._keys
+
+    def caller(self, authorization: str | None, scope: Scope) -> str:
+        """The name of the key allowed to use ``scope``; HTTPException 401/403 otherwise."""
+        if self.open:
+            return OPEN_CALLER
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise HTTPException(
+                401, "missing API key: send 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        presented = token.strip().encode()
+        match = None
+        for secret, key in self._keys:  # no early exit: timing does not reveal which key
+            if hmac.compare_digest(secret, presented):
+                match = key
+        if match is None:
+            raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+        if scope not in match.scopes and "admin" not in match.scopes:
+            raise HTTPException(403, f"API key {match.name!r} lacks the '{scope}' scope")
+        return match.name
+
+
+def require(scope: Scope):
+    """A dependency that authenticates the request for ``scope`` and yields the caller's name."""
+
+    def dependency(request: Request) -> str:
+        authenticator: Authenticator = request.app.state.authenticator
+        return authenticator.caller(request.headers.get("authorization"), scope)
+
+    return Depends(dependency)
+
+
+InferCaller = Annotated[str, require("infer")]
+FeedbackCaller = Annotated[str, require("feedback")]
+AdminCaller = Annotated[str, require("admin")]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: Settings) -> None:
+    """Refuse to serve an open (keyless) API beyond loopback unless explicitly allowed."""
+    if settings.api_keys:
+        return
+    if is_loopback(settings.host):
+        log.warning("no API keys configured: the API is open to anyone on this machine")
+        return
+    if not settings.allow_open_access:
+        raise SystemExit(
+            f"refusing to bind {settings.host} with no API keys: set LORALOOP_API_KEYS, bind "
+            "127.0.0.1, or set LORALOOP_ALLOW_OPEN_ACCESS=true to serve an open API"
+        )
+    log.warning("no API keys configured and bound to %s: the API is open to the network", settings.host)

@@ -1,0 +1,32 @@
+"""/healthz (the process answers), /readyz (the model is loaded and serving), /metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict:
+    """Liveness: the process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: the base model is loaded and the engine loop is running."""
+    services = getattr(request.app.state, "services", None)
+    if services is None or not services.engine.alive:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    return JSONResponse({"status": "ready", "model": services.base_info.model_id})
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics (vLLM-compatible names plus per-adapter series)."""
+    services = request.app.state.services
+    services.metrics.observe_engine(services.engine)
+    return Response(services.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
