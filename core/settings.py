@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     )
     request_timeout_seconds: float = Field(300.0, gt=0, description="Longest a generation may run.")
     max_upload_bytes: int = Field(4 << 30, ge=1, description="Largest adapter upload accepted.")
+    log_completions: bool = Field(True, description="Record every served completion in the store.")
+    completion_log_queue: int = Field(
+        10_000, ge=1, description="Completions waiting to be written; beyond it they are dropped."
+    )
     demo_adapter: bool = Field(
         True, description="On first start with an empty registry, register a demo adapter."
     )

@@ -11,12 +11,16 @@ from fastapi import FastAPI
 from core.base_model import base_model_info
 from core.registry import open_registry
 from core.settings import Settings
+from core.store import Store
 from service.adapters.api_router import router as adapters_router
 from service.adapters.serving import AdapterService
 from service.auth import Authenticator
+from service.completion_log import CompletionLogWriter
 from service.demo import ensure_demo_adapter
 from service.engine import Engine
 from service.errors import install_error_handlers
+from service.feedback.api_router import router as feedback_router
+from service.feedback.serving import FeedbackService
 from service.health import router as health_router
 from service.metrics import ServiceMetrics
 from service.openai.api_router import router as openai_router
@@ -32,8 +36,13 @@ def build_state(settings: Settings) -> ServiceState:
     base_info = base_model_info(settings)
     registry = open_registry(settings, base_info)
     ensure_demo_adapter(settings, registry)
-    engine = Engine(settings, registry, base_info=base_info)
+    store = Store.from_settings(settings)  # migrates the schema to head
     metrics = ServiceMetrics(base_info.model_id)
+    completion_log = (
+        CompletionLogWriter(store, metrics, settings.completion_log_queue)
+        if settings.log_completions else None
+    )
+    engine = Engine(settings, registry, base_info=base_info)
     return ServiceState(
         settings=settings,
         base_info=base_info,
@@ -41,8 +50,13 @@ def build_state(settings: Settings) -> ServiceState:
         engine=engine,
         metrics=metrics,
         authenticator=Authenticator(settings.api_keys),
-        openai=OpenAIServing(engine, metrics),
+        openai=OpenAIServing(
+            engine, metrics, completion_sink=completion_log.submit if completion_log else None
+        ),
         adapters=AdapterService(settings, registry, engine),
+        store=store,
+        completion_log=completion_log,
+        feedback=FeedbackService(store, completion_log),
     )
 
 
@@ -56,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            app.state.services.engine.close()
+            app.state.services.close()
 
     app = FastAPI(
         title="loraloop",
@@ -65,6 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (health_router, openai_router, adapters_router, rewards_router):
+    for router in (health_router, openai_router, adapters_router, rewards_router, feedback_router):
         app.include_router(router)
     return app

@@ -10,12 +10,15 @@ from fastapi import Request
 from core.base_model import BaseModelInfo
 from core.registry import Registry
 from core.settings import Settings
+from core.store import Store
 from service.auth import Authenticator
 from service.engine import Engine
 from service.metrics import ServiceMetrics
 
 if TYPE_CHECKING:
     from service.adapters.serving import AdapterService
+    from service.completion_log import CompletionLogWriter
+    from service.feedback.serving import FeedbackService
     from service.openai.serving import OpenAIServing
 
 
@@ -29,6 +32,16 @@ class ServiceState:
     authenticator: Authenticator
     openai: OpenAIServing
     adapters: AdapterService
+    store: Store
+    completion_log: CompletionLogWriter | None
+    feedback: FeedbackService
+
+    def close(self) -> None:
+        """Stop in reverse dependency order: no new generations, flush the log, close the store."""
+        self.engine.close()
+        if self.completion_log is not None:
+            self.completion_log.close()
+        self.store.close()
 
 
 def get_state(request: Request) -> ServiceState:

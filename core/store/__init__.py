@@ -1,0 +1,64 @@
+"""The SQL store (SQLite or PostgreSQL): completions, pairwise feedback, snapshots and jobs.
+
+Build one ``Store`` at start-up (``Store.from_settings``) and inject it; it migrates the schema
+on open. Records going in and out are the plain dataclasses of ``core.store.records``.
+"""
+
+from core.store.db import Database, open_database
+from core.store.migrate import current_revision, head_revision, upgrade
+from core.store.records import (
+    AdapterVersion,
+    Choice,
+    Completion,
+    ExportFormat,
+    Feedback,
+    FeedbackCreate,
+    FeedbackSource,
+    FeedbackStats,
+    ImportReport,
+    Job,
+    JobKind,
+    JobState,
+    LogLine,
+    MetricPoint,
+    PreferenceRow,
+    RejectedRow,
+    Snapshot,
+    UseCaseStats,
+    VersionStats,
+    VertexRow,
+    WinRate,
+    new_completion_id,
+)
+from core.store.store import Store
+
+__all__ = [
+    "AdapterVersion",
+    "Choice",
+    "Completion",
+    "Database",
+    "ExportFormat",
+    "Feedback",
+    "FeedbackCreate",
+    "FeedbackSource",
+    "FeedbackStats",
+    "ImportReport",
+    "Job",
+    "JobKind",
+    "JobState",
+    "LogLine",
+    "MetricPoint",
+    "PreferenceRow",
+    "RejectedRow",
+    "Snapshot",
+    "Store",
+    "UseCaseStats",
+    "VersionStats",
+    "VertexRow",
+    "WinRate",
+    "current_revision",
+    "head_revision",
+    "new_completion_id",
+    "open_database",
+    "upgrade",
+]

@@ -1,0 +1,1 @@
+"""Alembic environment and revisions of the store schema (run through ``core.store.migrate``)."""

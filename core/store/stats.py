@@ -1,0 +1,149 @@
+"""Feedback statistics: counts per use case, per adapter version, and head-to-head win rates.
+
+Per-version figures need to know which version produced a candidate, so they count only
+candidates that are logged completions (feedback given as ``completion_ids``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
+from sqlalchemy.orm import aliased
+
+from core.errors import InvalidRequest
+from core.store.db import Database
+from core.store.models import CompletionRow, FeedbackRow
+from core.store.records import (
+    TIE,
+    AdapterVersion,
+    FeedbackSource,
+    FeedbackStats,
+    UseCaseStats,
+    VersionStats,
+    WinRate,
+)
+from core.store.validation import check_use_case
+
+
+def _count_if(condition: ColumnElement[bool]) -> Any:
+    # SUM(CASE ...) rather than COUNT(*) FILTER: the same SQL on SQLite and PostgreSQL.
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+def _produced_by(completion: Any, version: AdapterVersion) -> ColumnElement[bool]:
+    # IS NOT DISTINCT FROM, because the base model is adapter NULL, version NULL.
+    return and_(
+        completion.adapter.is_not_distinct_from(version.adapter),
+        completion.version.is_not_distinct_from(version.version),
+    )
+
+
+class Stats:
+    """Read-only aggregates over feedback and completions. Built by ``Store``; thread-safe."""
+
+    def __init__(self, database: Database):
+        self._db = database
+
+    def summary(self, use_case: str | None = None) -> FeedbackStats:
+        """Counts per use case, and per adapter version how its candidates fared."""
+        if use_case is not None:
+            check_use_case(use_case)
+        f = FeedbackRow
+        per_use_case = (
+            select(
+                f.use_case,
+                func.count().label("feedback"),
+                _count_if(f.choice == 0).label("choice_0"),
+                _count_if(f.choice == 1).label("choice_1"),
+                _count_if(f.choice == TIE).label("ties"),
+                _count_if(f.source == FeedbackSource.HUMAN).label("human"),
+                _count_if(f.source == FeedbackSource.MODEL).label("model"),
+            )
+            .group_by(f.use_case)
+            .order_by(f.use_case)
+        )
+        if use_case is not None:
+            per_use_case = per_use_case.where(f.use_case == use_case)
+
+        with self._db.read() as session:
+            use_cases = [
+                UseCaseStats(
+                    use_case=r.use_case,
+                    feedback=int(r.feedback),
+                    choice_0=int(r.choice_0),
+                    choice_1=int(r.choice_1),
+                    ties=int(r.ties),
+                    human=int(r.human),
+                    model=int(r.model),
+                )
+                for r in session.execute(per_use_case)
+            ]
+            totals: dict[AdapterVersion, list[int]] = {}
+            for side in (0, 1):
+                for r in session.execute(_per_version_side(side, use_case)):
+                    counts = totals.setdefault(AdapterVersion(r.adapter, r.version), [0, 0, 0, 0])
+                    for i, n in enumerate((r.candidates, r.wins, r.losses, r.ties)):
+                        counts[i] += int(n)
+        versions = [
+            VersionStats(version=v, candidates=c[0], wins=c[1], losses=c[2], ties=c[3])
+            for v, c in sorted(
+                totals.items(), key=lambda item: (item[0].adapter or "", item[0].version or 0)
+            )
+        ]
+        return FeedbackStats(use_cases=use_cases, versions=versions)
+
+    def win_rate(
+        self, a: AdapterVersion, b: AdapterVersion, use_case: str | None = None
+    ) -> WinRate:
+        """How ``a``'s completions fared against ``b``'s where feedback compared the two."""
+        if a == b:
+            raise InvalidRequest(f"compare two different versions, got {a} twice", param="b")
+        if use_case is not None:
+            check_use_case(use_case)
+        f = FeedbackRow
+        c0, c1 = aliased(CompletionRow), aliased(CompletionRow)
+        a0, a1 = _produced_by(c0, a), _produced_by(c1, a)
+        b0, b1 = _produced_by(c0, b), _produced_by(c1, b)
+        statement = (
+            select(
+                func.count().label("total"),
+                _count_if(or_(and_(a0, f.choice == 0), and_(a1, f.choice == 1))).label("wins"),
+                _count_if(or_(and_(b0, f.choice == 0), and_(b1, f.choice == 1))).label("losses"),
+                _count_if(f.choice == TIE).label("ties"),
+            )
+            .select_from(f)
+            .join(c0, c0.id == f.completion_id_0)
+            .join(c1, c1.id == f.completion_id_1)
+            .where(or_(and_(a0, b1), and_(b0, a1)))
+        )
+        if use_case is not None:
+            statement = statement.where(f.use_case == use_case)
+        with self._db.read() as session:
+            r = session.execute(statement).one()
+        total, wins, losses, ties = int(r.total), int(r.wins), int(r.losses), int(r.ties)
+        rate = (wins + ties / 2) / total if total else None
+        return WinRate(a=a, b=b, wins=wins, losses=losses, ties=ties, total=total, win_rate=rate)
+
+
+def _per_version_side(side: int, use_case: str | None) -> Select[Any]:
+    """Per (adapter, version): candidates on ``side`` (0 or 1) and their wins/losses/ties."""
+    f = FeedbackRow
+    c = aliased(CompletionRow)
+    completion_id = f.completion_id_0 if side == 0 else f.completion_id_1
+    statement = (
+        select(
+            c.adapter,
+            c.version,
+            func.count().label("candidates"),
+            _count_if(f.choice == side).label("wins"),
+            _count_if(f.choice == 1 - side).label("losses"),
+            _count_if(f.choice == TIE).label("ties"),
+        )
+        .select_from(f)
+        .join(c, c.id == completion_id)
+        .group_by(c.adapter, c.version)
+    )
+    if use_case is not None:
+        statement = statement.where(f.use_case == use_case)
+    return statement

@@ -1,0 +1,100 @@
+"""The completion log: served completions written to the store off the request path.
+
+Requests hand records to a bounded queue and return at once; one writer thread drains it in
+batches. A full queue drops the record (counted in /metrics), and so does a batch the database
+refused three times: logging never blocks or fails a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from core.store import Completion, Store
+from service.metrics import ServiceMetrics
+from service.openai.serving import CompletionRecord
+
+log = logging.getLogger(__name__)
+
+BATCH = 256
+WRITE_ATTEMPTS = 3
+
+
+def to_completion(record: CompletionRecord) -> Completion:
+    adapter, version = None, None
+    if record.adapter is not None:
+        name, _, number = record.adapter.partition("@")
+        adapter, version = name, int(number)
+    return Completion(
+        id=record.id, prompt=record.prompt, text=record.completion, adapter=adapter, version=version,
+        sampling_params={**record.params, "finish_reason": record.finish_reason},
+        prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens,
+        latency_ms=record.latency_ms,
+    )
+
+
+class CompletionLogWriter:
+    def __init__(self, store: Store, metrics: ServiceMetrics, max_queue: int):
+        self.store = store
+        self.metrics = metrics
+        self._queue: queue.Queue[CompletionRecord | None] = queue.Queue(max_queue)
+        self._thread = threading.Thread(target=self._run, name="loraloop-completion-log", daemon=True)
+        self._thread.start()
+
+    def submit(self, record: CompletionRecord) -> None:
+        """Queue a record; never blocks."""
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.metrics.completion_log_dropped.inc()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every record queued so far is written (or dropped); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                self._queue.task_done()
+                return
+            batch = [first]
+            while len(batch) < BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:  # close(): write what we have, then stop
+                    self._queue.task_done()
+                    self._write(batch)
+                    return
+                batch.append(item)
+            self._write(batch)
+
+    def _write(self, batch: list[CompletionRecord]) -> None:
+        try:
+            for attempt in range(1, WRITE_ATTEMPTS + 1):
+                try:
+                    self.store.completions.log(to_completion(r) for r in batch)
+                    return
+                except Exception:  # the database is down or busy: retry, then drop
+                    if attempt == WRITE_ATTEMPTS:
+                        log.exception("dropping %d completion records", len(batch))
+                        self.metrics.completion_log_dropped.inc(len(batch))
+                    else:
+                        time.sleep(0.1 * attempt)
+        finally:
+            for _ in batch:
+                self._queue.task_done()

@@ -1,0 +1,99 @@
+"""The feedback API's logic on the store: records, imports, exports, snapshots and stats."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import BinaryIO
+
+from core.errors import InvalidRequest
+from core.names import parse_ref
+from core.store import AdapterVersion, Feedback, FeedbackCreate, Snapshot, Store
+from core.store.records import ExportFormat
+from service.completion_log import CompletionLogWriter
+from service.feedback.protocol import (
+    FeedbackCreateRequest,
+    FeedbackPublic,
+    FeedbackStatsPublic,
+    ImportReportPublic,
+    SnapshotPublic,
+    UseCaseStatsPublic,
+    VersionStatsPublic,
+    WinRatePublic,
+)
+
+
+def feedback_public(f: Feedback) -> FeedbackPublic:
+    return FeedbackPublic(
+        id=f.id, use_case=f.use_case, prompt=f.prompt, candidates=list(f.candidates),
+        completion_ids=list(f.completion_ids), choice=f.choice, labeler=f.labeler,
+        source=f.source.value, metadata=f.metadata, created_at=f.created_at,
+    )
+
+
+def snapshot_public(s: Snapshot) -> SnapshotPublic:
+    return SnapshotPublic(id=s.id, use_case=s.use_case, row_count=s.row_count, sha256=s.sha256, created_at=s.created_at)
+
+
+def adapter_version(model: str, param: str) -> AdapterVersion:
+    """'base' or 'name@N' (a fixed version: win rates compare versions, not aliases)."""
+    if model == "base":
+        return AdapterVersion.BASE
+    ref = parse_ref(model)
+    if ref.version is None:
+        raise InvalidRequest(f"{param} must be 'base' or 'name@N', got {model!r}", param=param)
+    return AdapterVersion(ref.name, ref.version)
+
+
+class FeedbackService:
+    """Blocking calls (database I/O): the router runs them in a worker thread."""
+
+    def __init__(self, store: Store, completion_log: CompletionLogWriter | None):
+        self.store = store
+        self.completion_log = completion_log
+
+    def add(self, body: FeedbackCreateRequest, idempotency_key: str | None, caller: str) -> FeedbackPublic:
+        if body.completion_ids and self.completion_log is not None:
+            # A completion served a moment ago may still sit in the log writer's queue.
+            self.completion_log.flush()
+        new = FeedbackCreate(
+            use_case=body.use_case, choice=body.choice, prompt=body.prompt,
+            candidates=tuple(body.candidates) if body.candidates else None,
+            completion_ids=tuple(body.completion_ids) if body.completion_ids else None,
+            labeler=body.labeler or caller, source=body.source, metadata=body.metadata,
+            idempotency_key=idempotency_key,
+        )
+        return feedback_public(self.store.feedback.add(new))
+
+    def import_file(
+        self, file: BinaryIO, use_case: str, fmt: ExportFormat | None, labeler: str,
+        source: str, idempotency_key: str | None,
+    ) -> ImportReportPublic:
+        report = self.store.feedback.import_jsonl(
+            file, use_case=use_case, fmt=fmt, labeler=labeler, source=source, idempotency_key=idempotency_key
+        )
+        return ImportReportPublic.model_validate(asdict(report))
+
+    def export(self, use_case: str, fmt: ExportFormat, include_ties: bool) -> Iterator[dict]:
+        return self.store.feedback.export(use_case, fmt, include_ties=include_ties)
+
+    def stats(self, use_case: str | None, a: str | None, b: str | None) -> FeedbackStatsPublic:
+        if (a is None) != (b is None):
+            raise InvalidRequest("give both a and b to compare two versions", param="b" if a else "a")
+        summary = self.store.stats.summary(use_case)
+        head_to_head = None
+        if a is not None and b is not None:
+            rate = self.store.stats.win_rate(adapter_version(a, "a"), adapter_version(b, "b"), use_case)
+            head_to_head = WinRatePublic(
+                a=str(rate.a), b=str(rate.b), wins=rate.wins, losses=rate.losses, ties=rate.ties,
+                total=rate.total, win_rate=rate.win_rate,
+            )
+        return FeedbackStatsPublic(
+            use_cases=[UseCaseStatsPublic.model_validate(asdict(u)) for u in summary.use_cases],
+            versions=[
+                VersionStatsPublic(model=str(v.version), candidates=v.candidates, wins=v.wins,
+                                   losses=v.losses, ties=v.ties)
+                for v in summary.versions
+            ],
+            head_to_head=head_to_head,
+        )

@@ -1,0 +1,76 @@
+"""The completion log never blocks a request: a full queue drops (and counts) records."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from core.store import Store
+from service.completion_log import CompletionLogWriter
+from service.metrics import ServiceMetrics
+from service.openai.serving import CompletionRecord
+
+
+def record(i: int, adapter: str | None = "summarize@2") -> CompletionRecord:
+    return CompletionRecord(
+        id=f"cmpl-{i:032x}", adapter=adapter, prompt="p", completion=f"text {i}", params={"seed": i},
+        prompt_tokens=1, completion_tokens=2, latency_ms=3.0, finish_reason="length",
+    )
+
+
+class GatedStore:
+    """A real store whose writes wait for a gate: a database that is slow or locked."""
+
+    def __init__(self, store: Store):
+        self.gate = threading.Event()
+        self._store = store
+        self.completions = self
+
+    def log(self, items):
+        self.gate.wait(30)
+        return self._store.completions.log(items)
+
+
+def dropped(metrics: ServiceMetrics) -> float:
+    return metrics.registry.get_sample_value("loraloop_completion_log_dropped_total") or 0.0
+
+
+def test_records_are_written_with_adapter_and_version(settings):
+    store = Store.from_settings(settings)
+    writer = CompletionLogWriter(store, ServiceMetrics("m"), max_queue=100)
+    writer.submit(record(1))
+    writer.submit(record(2, adapter=None))
+    assert writer.flush(5)
+    first, second = store.completions.get(record(1).id), store.completions.get(record(2).id)
+    assert (first.adapter, first.version, first.text) == ("summarize", 2, "text 1")
+    assert (second.adapter, second.version) == (None, None)
+    writer.close()
+    store.close()
+
+
+def test_a_full_queue_drops_and_counts_without_blocking(settings):
+    store = Store.from_settings(settings)
+    gated = GatedStore(store)
+    metrics = ServiceMetrics("m")
+    writer = CompletionLogWriter(gated, metrics, max_queue=4)
+    started = time.monotonic()
+    for i in range(50):
+        writer.submit(record(i))
+    assert time.monotonic() - started < 0.5  # never waited for the database
+    assert dropped(metrics) >= 50 - 4 - 1  # the queue holds 4, the writer holds 1 batch
+    gated.gate.set()
+    assert writer.flush(10)
+    kept = [i for i in range(50) if _exists(store, record(i).id)]
+    assert len(kept) + dropped(metrics) == 50
+    writer.close()
+    store.close()
+
+
+def _exists(store: Store, completion_id: str) -> bool:
+    from core.errors import NotFound
+
+    try:
+        store.completions.get(completion_id)
+        return True
+    except NotFound:
+        return False
