@@ -1,0 +1,34 @@
+"""The inference engine: one base model, many LoRA adapters per batch (no HTTP in here).
+
+Public API::
+
+    Engine(settings, registry)                       built once at start-up; close() at shutdown
+    await engine.submit(prompt_ids, adapter, params) -> async iterator of TokenEvent
+    engine.generate(prompt_ids, adapter, params)     async generator of TokenEvent
+    await engine.complete(prompt_ids, adapter, params) -> Completion
+    await engine.score(reward, prompt, completions) -> list[float]
+    await engine.load(ref) / pin(ref, pinned) / unload(ref); await engine.refresh_aliases()
+    engine.residency() -> list[AdapterStatus]; engine.stats() -> EngineStats
+"""
+
+from service.engine.adapters import AdapterKey, AdapterStatus
+from service.engine.engine import Engine, EngineClosed, EngineStats
+from service.engine.hotswap import AliasMove
+from service.engine.request import Completion, FinishReason, TokenEvent, Usage
+from service.engine.sampling import SamplingParams
+from service.engine.stream import TokenStream
+
+__all__ = [
+    "AdapterKey",
+    "AdapterStatus",
+    "AliasMove",
+    "Completion",
+    "Engine",
+    "EngineClosed",
+    "EngineStats",
+    "FinishReason",
+    "SamplingParams",
+    "TokenEvent",
+    "TokenStream",
+    "Usage",
+]

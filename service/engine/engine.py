@@ -1,0 +1,441 @@
+"""The inference engine: one base model, many adapters per batch, an asyncio-friendly API.
+
+Built once at start-up. Model work happens on one background thread (the scheduler loop);
+adapter downloads and alias lookups on a small I/O pool; callers use coroutines::
+
+    engine = Engine(settings, registry)
+    async for event in engine.generate(prompt_ids, "summarize@production", SamplingParams()):
+        ...                                    # TokenEvent: token, text delta, logprob, finish
+    scores = await engine.score("judge", prompt, [completion_a, completion_b])
+    engine.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from core.base_model import BaseModelInfo, base_model_info, load_base_model, load_tokenizer
+from core.errors import InvalidRequest, LoraloopError, Overloaded
+from core.registry import Manifest, Registry
+from core.settings import Settings
+from service.engine.adapters import AdapterKey, AdapterManager, AdapterStatus, check_manifest
+from service.engine.hotswap import AliasFollower, AliasMove
+from service.engine.lora import LoraModel
+from service.engine.request import Completion, EventSink, Request, TokenEvent
+from service.engine.reward import ScoreJob, reward_input_ids
+from service.engine.sampling import SamplingParams
+from service.engine.scheduler import Scheduler
+from service.engine.stream import TokenStream
+from service.engine.text import IncrementalDecoder, StopMatcher
+from service.engine.weights import AdapterWeights, read_adapter
+
+log = logging.getLogger(__name__)
+
+BASE_NAMES = ("base",)
+
+
+class EngineClosed(LoraloopError):
+    """The engine shut down while the request was pending."""
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot for metrics and health checks; counters are totals since start-up."""
+
+    running: int  # requests in the batch or in prefill
+    waiting: int  # requests queued (or resolving their adapter)
+    steps: int
+    adapter_loads: int  # host loads started (disk cache or registry)
+    prompt_tokens: int
+    generated_tokens: int
+    finished: dict[str, int]  # by reason: stop, length, cancelled, error
+    slots_used: int
+    slots_total: int
+
+
+class Engine:
+    """See the module docstring. Thread-safe; every public coroutine may be awaited from any
+    event loop. A ``model`` passed in is owned by the engine from then on: LoRA wrappers are
+    installed into it (its weights are never changed)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        *,
+        model: PreTrainedModel | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        base_info: BaseModelInfo | None = None,
+    ):
+        self.settings = settings
+        self.registry = registry
+        self.base_info = base_info or base_model_info(settings)
+        self.tokenizer = tokenizer or load_tokenizer(settings)
+        self.model = model or load_base_model(settings)
+        self.model.requires_grad_(False).eval()
+        self.lora = LoraModel(
+            self.model,
+            settings.lora_target_modules,
+            num_slots=settings.max_active_adapters,
+            max_rank=settings.max_lora_rank,
+        )
+        self.device = self.lora.device
+        config = self.model.config
+        self.max_context = getattr(config, "max_position_embeddings", None) or 1 << 30
+        self.vocab_size = config.vocab_size
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = {self.tokenizer.eos_token_id} | set(eos if isinstance(eos, list) else [eos])
+        pad_id = self.tokenizer.pad_token_id
+        # Two pools: lookups and alias refreshes (which wait for loads) never starve the loads.
+        self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="loraloop-lookup")
+        self._loads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="loraloop-load")
+        self.adapters = AdapterManager(
+            self.lora, self._load_weights, self._loads, max_cpu_adapters=settings.max_cpu_adapters
+        )
+        self.follower = AliasFollower(registry, self._warm)
+        self.scheduler = Scheduler(
+            self.model,
+            self.lora,
+            self.adapters,
+            max_batch_size=settings.max_batch_size,
+            prefill_chunk_tokens=settings.prefill_chunk_tokens,
+            eos_ids={i for i in eos_ids if i is not None},
+            pad_id=pad_id if pad_id is not None else 0,
+        )
+        self._reserved = 0  # requests between the queue check and the scheduler's queue
+        self._reserve_lock = threading.Lock()
+        self._wakeup = threading.Event()
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="loraloop-engine", daemon=True)
+        self._thread.start()
+        self.follower.start(settings.alias_poll_seconds)
+        log.info(
+            "engine ready: %s on %s, %d adapter slots (rank <= %d), batch <= %d",
+            self.base_info.model_id,
+            self.device,
+            settings.max_active_adapters,
+            settings.max_lora_rank,
+            settings.max_batch_size,
+        )
+
+    # --- generation ---
+
+    async def submit(
+        self,
+        prompt_ids: list[int],
+        adapter: str | None = None,
+        params: SamplingParams | None = None,
+    ) -> TokenStream:
+        """Queue a generation and return its event stream. Raises before anything streams:
+        InvalidRequest, Overloaded (queue full), NotFound / InvalidAdapter (adapter)."""
+        params = params or SamplingParams()
+        self._check_prompt(prompt_ids, params)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[TokenEvent | BaseException] = asyncio.Queue()
+        self._reserve()
+        key = None
+        try:
+            if (
+                adapter is not None
+                and adapter not in BASE_NAMES
+                and adapter != self.base_info.model_id
+            ):
+                manifest = await self._resolve(adapter)
+                key = await self._acquire(manifest, "policy")
+            request = Request(
+                prompt=list(prompt_ids),
+                params=params,
+                key=key,
+                sink=EventSink(loop, events),
+                generator=params.generator(self.device),
+                decoder=IncrementalDecoder(self.tokenizer, prompt_ids),
+                stops=StopMatcher(params.stop),
+            )
+            self.scheduler.submit(request)
+        except BaseException:
+            if key is not None:
+                self.adapters.release(key)
+            raise
+        finally:
+            with self._reserve_lock:
+                self._reserved -= 1
+        self._wakeup.set()
+        return TokenStream(request, events, self._cancel)
+
+    async def generate(
+        self,
+        prompt_ids: list[int],
+        adapter: str | None = None,
+        params: SamplingParams | None = None,
+    ) -> AsyncIterator[TokenEvent]:
+        """``async for event in engine.generate(...)``: ``submit`` and stream in one call."""
+        stream = await self.submit(prompt_ids, adapter, params)
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            await stream.aclose()
+
+    async def complete(
+        self,
+        prompt_ids: list[int],
+        adapter: str | None = None,
+        params: SamplingParams | None = None,
+    ) -> Completion:
+        """The whole generation at once."""
+        params = params or SamplingParams()
+        events = [event async for event in await self.submit(prompt_ids, adapter, params)]
+        last = events[-1]
+        assert last.finish_reason is not None and last.usage is not None
+        want = params.logprobs is not None
+        return Completion(
+            text="".join(e.text for e in events),
+            token_ids=[e.token_id for e in events],
+            logprobs=[e.logprob for e in events] if want else None,  # type: ignore[misc]
+            top_logprobs=[e.top_logprobs or {} for e in events] if want else None,
+            finish_reason=last.finish_reason,
+            usage=last.usage,
+            adapter=last.adapter,
+        )
+
+    def _check_prompt(self, prompt_ids: list[int], params: SamplingParams) -> None:
+        if not prompt_ids:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        if len(prompt_ids) > self.settings.max_prompt_tokens:
+            raise InvalidRequest(
+                f"the prompt has {len(prompt_ids)} tokens; the limit is "
+                f"{self.settings.max_prompt_tokens}",
+                param="prompt",
+            )
+        if params.max_tokens > self.settings.max_new_tokens:
+            raise InvalidRequest(
+                f"max_tokens {params.max_tokens} exceeds the limit {self.settings.max_new_tokens}",
+                param="max_tokens",
+            )
+        if len(prompt_ids) + params.max_tokens > self.max_context:
+            raise InvalidRequest(
+                f"prompt + max_tokens = {len(prompt_ids) + params.max_tokens} exceeds the "
+                f"model's context of {self.max_context} tokens",
+                param="max_tokens",
+            )
+        if min(prompt_ids) < 0 or max(prompt_ids) >= self.vocab_size:
+            raise InvalidRequest(
+                "the prompt holds token ids outside the vocabulary", param="prompt"
+            )
+
+    def _cancel(self, request: Request) -> None:
+        self.scheduler.cancel(request)
+        self._wakeup.set()
+
+    def _reserve(self) -> None:
+        with self._reserve_lock:
+            if self._closing:
+                raise EngineClosed("the engine is shutting down")
+            if self._reserved + self.scheduler.num_waiting >= self.settings.max_queue:
+                raise Overloaded(
+                    f"{self.settings.max_queue} requests are already waiting; retry later"
+                )
+            self._reserved += 1
+
+    # --- reward scoring ---
+
+    async def score(self, reward: str, prompt: str, completions: list[str]) -> list[float]:
+        """Reward of each (prompt, completion) under the reward adapter ``reward``; the pair is
+        tokenized by ``reward.reward_input_ids`` (the format reward training must use)."""
+        sequences = [reward_input_ids(self.tokenizer, prompt, c) for c in completions]
+        return await self.score_ids(reward, sequences)
+
+    async def score_ids(self, reward: str, sequences: list[list[int]]) -> list[float]:
+        """Reward of each token sequence (already formatted as the reward model reads it)."""
+        if not sequences:
+            return []
+        for ids in sequences:
+            if not ids or len(ids) > self.max_context or max(ids) >= self.vocab_size:
+                raise InvalidRequest("each scored sequence needs 1..context valid token ids")
+        manifest = await self._resolve(reward)
+        key = await self._acquire(manifest, "reward")
+        job = ScoreJob(key, [list(s) for s in sequences], Future())
+        self.scheduler.submit_score(job)  # the scheduler releases ``key`` when the job ends
+        self._wakeup.set()
+        try:
+            return await asyncio.wrap_future(job.future)
+        except asyncio.CancelledError:
+            job.future.cancel()
+            raise
+
+    # --- adapters (admin) ---
+
+    async def load(self, ref: str) -> AdapterStatus:
+        """Load ``ref`` into host memory and a slot if one is free or evictable."""
+        manifest = await self._resolve(ref)
+        key = await self._acquire(manifest, manifest.kind)
+        try:
+            await asyncio.wrap_future(self._on_engine_thread(lambda: self.adapters.place(key)))
+        finally:
+            self.adapters.release(key)
+        return self._status(key)
+
+    async def pin(self, ref: str, pinned: bool = True) -> AdapterStatus:
+        """Pin (keep in a slot and in memory, never evicted) or unpin ``ref``."""
+        manifest = await self._resolve(ref)
+        key = await self._acquire(manifest, manifest.kind)
+        try:
+            self.adapters.set_pinned(key, pinned)
+            if pinned:
+                await asyncio.wrap_future(self._on_engine_thread(lambda: self.adapters.place(key)))
+        finally:
+            self.adapters.release(key)
+        return self._status(key)
+
+    async def unload(self, ref: str) -> None:
+        """Drop ``ref`` from its slot and host memory. Conflict if requests are using it."""
+        manifest = await self._resolve(ref)
+        key = AdapterKey(manifest.adapter, manifest.version)
+        await asyncio.wrap_future(self._on_engine_thread(lambda: self.adapters.drop(key)))
+
+    async def refresh_aliases(self) -> list[AliasMove]:
+        """Re-read followed aliases now; returns the moves applied (new versions are loaded
+        before requests are switched to them)."""
+        return await asyncio.get_running_loop().run_in_executor(self._io, self.follower.refresh)
+
+    def residency(self) -> list[AdapterStatus]:
+        """Every adapter version the engine holds or has held: tier, pin, use, aliases."""
+        aliases = self.follower.aliases_of()
+        statuses = self.adapters.status()
+        for status in statuses:
+            status.aliases = sorted(aliases.get(AdapterKey(status.adapter, status.version), []))
+        return statuses
+
+    @property
+    def alive(self) -> bool:
+        """Whether the scheduler loop is running (for readiness probes)."""
+        return self._thread.is_alive() and not self._closing
+
+    def stats(self) -> EngineStats:
+        scheduler = self.scheduler
+        prefill = scheduler.prefill  # read once: the engine thread may replace it
+        prefilling = len(prefill[1]) if prefill else 0
+        return EngineStats(
+            running=len(scheduler.running) + prefilling,
+            waiting=scheduler.num_waiting + self._reserved,
+            steps=scheduler.steps,
+            adapter_loads=self.adapters.loads,
+            prompt_tokens=scheduler.prompt_tokens,
+            generated_tokens=scheduler.generated_tokens,
+            finished=dict(scheduler.finished),
+            slots_used=sum(s.slot is not None for s in self.adapters.status()),
+            slots_total=self.settings.max_active_adapters,
+        )
+
+    def _status(self, key: AdapterKey) -> AdapterStatus:
+        return next(s for s in self.residency() if (s.adapter, s.version) == key)
+
+    # --- internals ---
+
+    async def _resolve(self, ref: str) -> Manifest:
+        """The manifest ``ref`` serves now: from memory, or looked up on the I/O pool."""
+        known = self.follower.cached(ref)
+        if known is not None:
+            return known
+        return await asyncio.get_running_loop().run_in_executor(
+            self._io, self.follower.resolve, ref
+        )
+
+    async def _acquire(self, manifest: Manifest, kind: str) -> AdapterKey:
+        """A reference on ``manifest``'s version, loaded; the caller releases it."""
+        if manifest.kind != kind:
+            raise InvalidRequest(
+                f"{manifest.ref} is a {manifest.kind} adapter; this call needs a {kind} adapter",
+                param="model",
+            )
+        check_manifest(manifest, self.base_info, self.settings.max_lora_rank)
+        key = AdapterKey(manifest.adapter, manifest.version)
+        future = self.adapters.acquire(key, kind)
+        try:
+            await asyncio.wrap_future(future)
+        except BaseException:
+            self.adapters.release(key)
+            raise
+        return key
+
+    def _load_weights(self, key: AdapterKey) -> AdapterWeights:
+        """Fetch (disk cache, else registry; sha256-checked) and read one version (I/O pool)."""
+        manifest = self.follower.manifest(key)
+        check_manifest(manifest, self.base_info, self.settings.max_lora_rank)
+        folder = self.registry.fetch(key.adapter, key.version)
+        weights = read_adapter(
+            folder,
+            self.base_info,
+            kind=manifest.kind,
+            max_rank=self.settings.max_lora_rank,
+            modules=frozenset(self.settings.lora_target_modules),
+            dtype=self.lora.dtype,
+            name=str(key),
+        )
+        if self.device.type == "cuda":  # page-locked host copies make slot copies async
+            for pair in weights.pairs.values():
+                pair.A, pair.B = pair.A.pin_memory(), pair.B.pin_memory()
+        return weights
+
+    def _warm(self, manifest: Manifest) -> None:
+        """Load a version an alias moved to, before requests are switched to it (blocking)."""
+        check_manifest(manifest, self.base_info, self.settings.max_lora_rank)
+        key = AdapterKey(manifest.adapter, manifest.version)
+        self.adapters.acquire(key, manifest.kind).result()  # raises if it cannot be loaded
+        # Best effort: also copy it into a slot now; the command drops the reference.
+        self._on_engine_thread(lambda: (self.adapters.place(key), self.adapters.release(key)))
+
+    def _on_engine_thread(self, fn: Callable[[], Any]) -> Future:
+        """Run ``fn`` between two engine steps; its result or exception in the future."""
+        future: Future = Future()
+
+        def command() -> None:
+            try:
+                future.set_result(fn())
+            except Exception as e:  # noqa: BLE001 - handed to whoever waits on the future
+                future.set_exception(e)
+
+        self.scheduler.commands.put(command)
+        self._wakeup.set()
+        return future
+
+    def _loop(self) -> None:
+        while not self._closing:
+            self._wakeup.clear()
+            worked = False
+            if self.scheduler.has_work():
+                try:
+                    worked = self.scheduler.step()
+                except Exception as e:
+                    log.exception("engine step failed; failing the requests in flight")
+                    self.scheduler.fail_all(e)
+                    worked = True
+            if not worked:
+                self._wakeup.wait(0.05 if self.scheduler.has_work() else 1.0)
+
+    def close(self) -> None:
+        """Stop the engine: waiting and running requests get EngineClosed."""
+        if self._closing:
+            return
+        with self._reserve_lock:
+            self._closing = True
+        self._wakeup.set()
+        self._thread.join(timeout=30)
+        self.follower.stop()
+        error = EngineClosed("the engine was closed")
+        with self.scheduler._lock:
+            waiting = list(self.scheduler.waiting)
+        for request in waiting:
+            request.sink.put(error)
+            self.scheduler.cancel(request)
+        self.scheduler.fail_all(error)
+        self._io.shutdown(wait=False, cancel_futures=True)
+        self._loads.shutdown(wait=False, cancel_futures=True)

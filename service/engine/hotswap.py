@@ -1,0 +1,155 @@
+"""Following registry aliases: ``summarize@production`` moves, the engine follows.
+
+The follower maps each (adapter, alias) that requests have used to a version. ``refresh`` (on a
+timer every ``alias_poll_seconds``, or called explicitly) reads the registry; when an alias has
+moved it first loads the new version (``warm``), and only then switches the mapping, so:
+
+- new requests get the new version as soon as it is ready, never a half-loaded one;
+- requests in flight hold a reference on the version they started with and finish on it;
+- a new version that fails to load is logged and skipped; the alias keeps serving the old one
+  until a later refresh succeeds, so no request fails because of a swap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.names import parse_ref
+from core.registry import Manifest, Registry
+from service.engine.adapters import AdapterKey
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    adapter: str
+    alias: str
+    old: int
+    new: int | None  # None: the alias was deleted
+
+
+class AliasFollower:
+    def __init__(self, registry: Registry, warm: Callable[[Manifest], None]):
+        self.registry = registry
+        self.warm = warm  # blocking: loads a version so that serving it is instant
+        self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._aliases: dict[tuple[str, str], Manifest] = {}
+        self._manifests: dict[AdapterKey, Manifest] = {}  # versions are immutable: cache forever
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def resolve(self, ref: str) -> Manifest:
+        """The manifest ``name``, ``name@alias`` or ``name@N`` serves now (blocking I/O on a
+        first use; NotFound if unknown). Aliases seen here are followed from then on."""
+        parsed = parse_ref(ref)
+        if parsed.version is not None:
+            return self.manifest(AdapterKey(parsed.name, parsed.version))
+        assert parsed.alias is not None
+        with self._lock:
+            known = self._aliases.get((parsed.name, parsed.alias))
+        if known is not None:
+            return known
+        manifest = self.registry.resolve(parsed)
+        with self._lock:
+            self._manifests.setdefault(AdapterKey(manifest.adapter, manifest.version), manifest)
+            return self._aliases.setdefault((parsed.name, parsed.alias), manifest)
+
+    def cached(self, ref: str) -> Manifest | None:
+        """What ``resolve(ref)`` returns if it needs no I/O, else None (no I/O here)."""
+        parsed = parse_ref(ref)
+        with self._lock:
+            if parsed.version is not None:
+                return self._manifests.get(AdapterKey(parsed.name, parsed.version))
+            return self._aliases.get((parsed.name, parsed.alias or ""))
+
+    def manifest(self, key: AdapterKey) -> Manifest:
+        with self._lock:
+            known = self._manifests.get(key)
+        if known is None:
+            known = self.registry.resolve(str(key))
+            with self._lock:
+                self._manifests[key] = known
+        return known
+
+    def aliases_of(self) -> dict[AdapterKey, list[str]]:
+        """Which followed aliases point at each version now."""
+        result: dict[AdapterKey, list[str]] = {}
+        with self._lock:
+            for (name, alias), manifest in self._aliases.items():
+                result.setdefault(AdapterKey(name, manifest.version), []).append(alias)
+        return result
+
+    def refresh(self) -> list[AliasMove]:
+        """Re-read every followed alias; load then switch to versions that moved."""
+        moves = []
+        with self._refresh_lock:  # the timer and an explicit refresh never race each other
+            with self._lock:
+                followed = dict(self._aliases)
+            for name in sorted({name for name, _ in followed}):
+                try:
+                    current = self.registry.aliases(name)
+                except Exception:
+                    log.exception(
+                        "cannot read the aliases of %s; keeping the current versions", name
+                    )
+                    continue
+                for (adapter, alias), manifest in followed.items():
+                    if adapter != name:
+                        continue
+                    version = current.get(alias)
+                    if version == manifest.version:
+                        continue
+                    if version is None:
+                        with self._lock:
+                            self._aliases.pop((adapter, alias), None)
+                        moves.append(AliasMove(adapter, alias, manifest.version, None))
+                        continue
+                    try:
+                        new = self.manifest(AdapterKey(adapter, version))
+                        self.warm(new)
+                    except Exception:
+                        log.exception(
+                            "%s@%s moved to %s, which cannot be loaded; still serving %s",
+                            adapter,
+                            alias,
+                            version,
+                            manifest.version,
+                        )
+                        continue
+                    with self._lock:
+                        self._aliases[(adapter, alias)] = new
+                    log.info(
+                        "%s@%s: now serving version %s (was %s)",
+                        adapter,
+                        alias,
+                        version,
+                        manifest.version,
+                    )
+                    moves.append(AliasMove(adapter, alias, manifest.version, version))
+        return moves
+
+    def start(self, poll_seconds: float) -> None:
+        """Refresh every ``poll_seconds`` on a background thread (0: never)."""
+        if poll_seconds <= 0:
+            return
+        self._thread = threading.Thread(
+            target=self._poll, args=(poll_seconds,), name="loraloop-aliases", daemon=True
+        )
+        self._thread.start()
+
+    def _poll(self, poll_seconds: float) -> None:
+        while not self._stop.wait(poll_seconds):
+            try:
+                self.refresh()
+            except Exception:
+                log.exception("alias refresh failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

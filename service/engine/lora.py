@@ -1,0 +1,264 @@
+"""Mixed-adapter LoRA: every row of a batch uses its own adapter in the same forward pass.
+
+Each targeted ``nn.Linear`` (W, never modified) is wrapped; the wrapper holds every slot's
+weights, zero-padded to ``max_rank``, and computes per row b with slot s = slot[b]::
+
+    x[b] ──► W ────────────────────────────────────────► + ──► y[b]
+      │                                                 ▲
+      └──► A[s] (r_max x in) ──► B[s] (out x r_max) ──► · scaling[s]
+
+as two batched matmuls over the rows (Punica/S-LoRA style), never a Python loop over adapters.
+Slot 0 is all zeros: rows served by the base add an exact 0. Ranks below ``max_rank`` are zero
+padded, so adapters of any rank and any subset of target modules mix in one batch; each layer
+only computes up to the largest rank its current rows use, and skips the update entirely when
+no row's adapter targets it.
+
+Rows are bound to slots in two ways:
+
+- ``GatheredRows``: gathers A/B per forward from the slot tensors (prefill, reward scoring);
+- ``BatchRows``: the decode batch. Its per-row A/B live in preallocated buffers, filled once when
+  a row joins and compacted when rows leave, so a decode step does no gathering at all.
+
+Filling a slot copies tensors into preallocated storage: no module is rebuilt, no base weight is
+touched, and the cost does not depend on how many adapters are resident.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from service.engine.weights import AdapterWeights
+
+ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_MODULE_NAME = re.compile(r"(?:.*\.)?layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)")
+BASE_SLOT = 0
+
+
+class _Binding:
+    """The rows of the forward pass in progress; shared by every LoraLinear of one model."""
+
+    rows: GatheredRows | BatchRows | None = None
+
+
+class LoraLinear(nn.Module):
+    """A frozen base ``nn.Linear`` plus the LoRA weights of every slot for this projection."""
+
+    def __init__(self, base: nn.Linear, index: int, slots: int, max_rank: int, binding: _Binding):
+        super().__init__()
+        self.base = base
+        self.index = index  # position in LoraModel.layers; keys per-layer row state
+        self.binding = binding
+        w = base.weight
+        # A [slots, r_max, in], B [slots, out, r_max] (peft's layouts, one extra leading dim).
+        self.register_buffer(
+            "lora_A",
+            torch.zeros(slots, max_rank, base.in_features, dtype=w.dtype, device=w.device),
+            persistent=False,
+        )
+        self.register_buffer(
+            "lora_B",
+            torch.zeros(slots, base.out_features, max_rank, dtype=w.dtype, device=w.device),
+            persistent=False,
+        )
+        self.register_buffer(
+            "scaling", torch.zeros(slots, dtype=w.dtype, device=w.device), persistent=False
+        )
+        self.ranks = [0] * slots  # host copy of each slot's rank here (0: slot does not target us)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)  # x: [B, S, in] -> y: [B, S, out]
+        rows = self.binding.rows
+        if rows is None:
+            return y
+        weights = rows.weights(self)
+        if weights is None:  # no row's adapter targets this projection
+            return y
+        A_t, B_t, scaling = weights  # A^T [B, in, r], B^T [B, r, out], [B]
+        delta = torch.bmm(torch.bmm(x, A_t), B_t)  # [B, S, r] -> [B, S, out]
+        # peft computes result + (B (A x)) * scaling; addcmul does it in one op.
+        return torch.addcmul(y, delta, scaling[:, None, None])
+
+
+class LoraModel:
+    """Installs LoraLinear wrappers into a causal LM and manages their slots.
+
+    Slot 0 is the base (zeros); adapters go into slots 1..num_slots.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_modules: Sequence[str],
+        num_slots: int,
+        max_rank: int,
+    ):
+        self.model = model
+        self.max_rank = max_rank
+        self.num_slots = num_slots
+        self.binding = _Binding()
+        self.layers: list[LoraLinear] = []
+        self.by_key: dict[tuple[int, str], LoraLinear] = {}
+        self.score_heads: dict[int, torch.Tensor] = {}  # slot -> reward head [1, hidden]
+        targets = set(target_modules)
+        for name, module in list(model.named_modules()):
+            match = _MODULE_NAME.fullmatch(name)
+            if not match or match[2] not in targets or not isinstance(module, nn.Linear):
+                continue
+            parent_name, _, attr = name.rpartition(".")
+            wrapper = LoraLinear(module, len(self.layers), num_slots + 1, max_rank, self.binding)
+            setattr(model.get_submodule(parent_name), attr, wrapper)
+            self.layers.append(wrapper)
+            self.by_key[(int(match[1]), match[2])] = wrapper
+        if not self.layers:
+            raise ValueError(f"no Linear named {sorted(targets)} found in the model's layers")
+        ref = self.layers[0].base.weight
+        self.device, self.dtype = ref.device, ref.dtype
+
+    # --- slots ---
+
+    @torch.no_grad()
+    def load(self, slot: int, weights: AdapterWeights) -> None:
+        """Copy ``weights`` into ``slot`` (1..num_slots), replacing whatever was there."""
+        assert 1 <= slot <= self.num_slots, slot
+        for key, layer in self.by_key.items():
+            pair = weights.pairs.get(key)
+            if pair is None:
+                if layer.ranks[slot]:
+                    layer.lora_A[slot].zero_()
+                    layer.lora_B[slot].zero_()
+                    layer.scaling[slot] = 0
+                    layer.ranks[slot] = 0
+                continue
+            r = pair.rank
+            layer.lora_A[slot, :r].copy_(pair.A, non_blocking=True)
+            layer.lora_A[slot, r:].zero_()
+            layer.lora_B[slot, :, :r].copy_(pair.B, non_blocking=True)
+            layer.lora_B[slot, :, r:].zero_()
+            layer.scaling[slot] = pair.scaling
+            layer.ranks[slot] = r
+        if weights.score is not None:
+            self.score_heads[slot] = weights.score.to(self.device, non_blocking=True)
+        else:
+            self.score_heads.pop(slot, None)
+
+    @torch.no_grad()
+    def clear(self, slot: int) -> None:
+        """Zero ``slot`` so that it adds nothing."""
+        assert 1 <= slot <= self.num_slots, slot
+        for layer in self.layers:
+            if layer.ranks[slot]:
+                layer.lora_A[slot].zero_()
+                layer.lora_B[slot].zero_()
+                layer.scaling[slot] = 0
+                layer.ranks[slot] = 0
+        self.score_heads.pop(slot, None)
+
+    # --- binding rows for a forward pass ---
+
+    def gather(self, slots: Sequence[int]) -> GatheredRows:
+        return GatheredRows(self, slots)
+
+    def batch_rows(self, capacity: int) -> BatchRows:
+        return BatchRows(self, capacity)
+
+    @contextmanager
+    def use(self, rows: GatheredRows | BatchRows | None) -> Iterator[None]:
+        """Run the model's forward passes inside this block with ``rows`` bound to slots."""
+        previous, self.binding.rows = self.binding.rows, rows
+        try:
+            yield
+        finally:
+            self.binding.rows = previous
+
+
+def _max_ranks(lora: LoraModel, slots: Sequence[int]) -> list[int]:
+    """Per layer, the largest rank any of ``slots`` uses there (0: the layer can be skipped)."""
+    return [max((layer.ranks[s] for s in slots), default=0) for layer in lora.layers]
+
+
+class GatheredRows:
+    """Row -> slot for one forward pass; each layer gathers its rows' A/B when called."""
+
+    def __init__(self, lora: LoraModel, slots: Sequence[int]):
+        self.slots = list(slots)
+        self.index = torch.tensor(self.slots, dtype=torch.long, device=lora.device)
+        self.ranks = _max_ranks(lora, self.slots)
+
+    def weights(self, layer: LoraLinear):
+        r = self.ranks[layer.index]
+        if r == 0:
+            return None
+        return (
+            layer.lora_A[self.index, :r].transpose(1, 2),  # A^T [B, in, r]
+            layer.lora_B[self.index, :, :r].transpose(1, 2),  # B^T [B, r, out]
+            layer.scaling[self.index],  # [B]
+        )
+
+
+class BatchRows:
+    """The decode batch's rows, with each layer's per-row A/B kept gathered.
+
+    Buffers hold A^T [capacity, in, r_max] and B^T [capacity, r_max, out] per layer, the layout
+    ``x @ A^T @ B^T`` reads contiguously (about 25% faster than transposed views on CPU); rows
+    0..n-1 are the batch's rows in order. ``append`` gathers only the joining rows; ``keep``
+    compacts.
+    """
+
+    def __init__(self, lora: LoraModel, capacity: int):
+        self.lora = lora
+        self.capacity = capacity
+        self.slots: list[int] = []
+        self.ranks = [0] * len(lora.layers)
+        self._A = [
+            layer.lora_A.new_zeros(capacity, layer.base.in_features, lora.max_rank)
+            for layer in lora.layers
+        ]
+        self._B = [
+            layer.lora_B.new_zeros(capacity, lora.max_rank, layer.base.out_features)
+            for layer in lora.layers
+        ]
+        self._s = [torch.zeros(capacity, dtype=lora.dtype, device=lora.device) for _ in lora.layers]
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    @torch.no_grad()
+    def append(self, slots: Sequence[int]) -> None:
+        """Rows with ``slots`` join at the end of the batch."""
+        n, k = len(self.slots), len(slots)
+        assert n + k <= self.capacity, (n, k, self.capacity)
+        index = torch.tensor(list(slots), dtype=torch.long, device=self.lora.device)
+        for i, layer in enumerate(self.lora.layers):
+            self._A[i][n : n + k] = layer.lora_A[index].transpose(1, 2)
+            self._B[i][n : n + k] = layer.lora_B[index].transpose(1, 2)
+            self._s[i][n : n + k] = layer.scaling[index]
+        self.slots.extend(slots)
+        self.ranks = _max_ranks(self.lora, self.slots)
+
+    @torch.no_grad()
+    def keep(self, rows: Sequence[int]) -> None:
+        """Only ``rows`` (indices into the current batch, ascending) stay, moved to the front."""
+        rows = list(rows)
+        if rows == list(range(len(rows))):  # a prefix survives: nothing moves
+            del self.slots[len(rows) :]
+        else:
+            index = torch.tensor(rows, dtype=torch.long, device=self.lora.device)
+            k = len(rows)
+            for i in range(len(self.lora.layers)):
+                self._A[i][:k] = self._A[i][index]
+                self._B[i][:k] = self._B[i][index]
+                self._s[i][:k] = self._s[i][index]
+            self.slots = [self.slots[r] for r in rows]
+        self.ranks = _max_ranks(self.lora, self.slots)
+
+    def weights(self, layer: LoraLinear):
+        r = self.ranks[layer.index]
+        if r == 0:
+            return None
+        n, i = len(self.slots), layer.index
+        return self._A[i][:n, :, :r], self._B[i][:n, :r], self._s[i][:n]

@@ -1,0 +1,143 @@
+"""Sampling parameters and the pure functions that turn a batch of logits into next tokens.
+
+Every row carries its own parameters; the batch is processed with tensor ops, and each sampled
+row draws from its own ``torch.Generator`` so a seeded request gives the same tokens whatever
+else shares its batch.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+import torch
+
+from core.errors import InvalidRequest
+
+MAX_TOP_LOGPROBS = 20
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """What a request asks of decoding. ``temperature == 0`` (or ``top_k == 1``) is greedy.
+
+    ``logprobs``: None for none, 0 for the chosen token's log-probability, k for the k most
+    likely alternatives as well (at most 20). Log-probabilities are those of the model's
+    distribution before temperature, top-k and top-p.
+    """
+
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None
+    ignore_eos: bool = False
+    stop_token_ids: tuple[int, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise InvalidRequest("max_tokens must be an integer >= 1", param="max_tokens")
+        if not 0 <= self.temperature <= 100:
+            raise InvalidRequest("temperature must be between 0 and 100", param="temperature")
+        if not 0 < self.top_p <= 1:
+            raise InvalidRequest("top_p must be in (0, 1]", param="top_p")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise InvalidRequest("top_k must be an integer >= 0 (0 turns it off)", param="top_k")
+        if any(not isinstance(s, str) or not s for s in self.stop) or len(self.stop) > 16:
+            raise InvalidRequest("stop must be at most 16 non-empty strings", param="stop")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidRequest(
+                f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}", param="logprobs"
+            )
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0 or self.top_k == 1
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """The request's own random stream: from ``seed``, else from fresh OS entropy."""
+        seed = self.seed if self.seed is not None else secrets.randbits(63)
+        return torch.Generator(device=device).manual_seed(seed)
+
+
+def mask_top_k(logits: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
+    """Keep each row's ``top_k`` largest logits (0 keeps all). logits [B, V], top_k [B]."""
+    vocab = logits.shape[-1]
+    k = torch.where(top_k > 0, top_k.clamp(max=vocab), vocab)  # [B]
+    kth = logits.sort(dim=-1, descending=True).values.gather(-1, (k - 1)[:, None])  # [B, 1]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def mask_top_p(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Keep the smallest set of tokens whose probability reaches ``top_p`` (nucleus), per row."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # [B, V]
+    probs = sorted_logits.softmax(dim=-1)
+    # A token is dropped when the mass of the tokens strictly before it already reaches top_p;
+    # the most likely token therefore always stays.
+    before = probs.cumsum(dim=-1) - probs
+    drop_sorted = before >= top_p[:, None]
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def choose_tokens(
+    logits: torch.Tensor,
+    params: list[SamplingParams],
+    generators: list[torch.Generator],
+) -> torch.Tensor:
+    """Next token of each row: argmax for greedy rows, else a draw from the processed
+    distribution with the row's own generator. logits [B, V] -> tokens [B]."""
+    tokens = logits.argmax(dim=-1)
+    sampled = [i for i, p in enumerate(params) if not p.greedy]
+    if not sampled:
+        return tokens
+    device = logits.device
+    rows = torch.tensor(sampled, device=device)
+    temperature = torch.tensor([params[i].temperature for i in sampled], device=device)
+    top_k = torch.tensor([params[i].top_k for i in sampled], device=device)
+    top_p = torch.tensor([params[i].top_p for i in sampled], device=device)
+    scores = logits[rows].float() / temperature[:, None]
+    if bool((top_k > 0).any()):
+        scores = mask_top_k(scores, top_k)
+    if bool((top_p < 1).any()):
+        scores = mask_top_p(scores, top_p)
+    probs = scores.softmax(dim=-1)  # [S, V]
+    for j, i in enumerate(sampled):
+        tokens[i] = torch.multinomial(probs[j], 1, generator=generators[i])[0]
+    return tokens
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """The chosen token's log-probability and, if asked, the top alternatives."""
+
+    logprob: float
+    top: dict[int, float] | None
+
+
+def token_logprobs(
+    logits: torch.Tensor, tokens: torch.Tensor, params: list[SamplingParams]
+) -> list[TokenLogprobs | None]:
+    """Log-probabilities of ``tokens`` [B] under ``logits`` [B, V], for rows that asked."""
+    wanted = [i for i, p in enumerate(params) if p.logprobs is not None]
+    out: list[TokenLogprobs | None] = [None] * len(params)
+    if not wanted:
+        return out
+    rows = torch.tensor(wanted, device=logits.device)
+    logp = torch.log_softmax(logits[rows].float(), dim=-1)  # [W, V]
+    chosen = logp.gather(-1, tokens[rows][:, None])[:, 0].tolist()
+    k = max(params[i].logprobs or 0 for i in wanted)
+    top_values, top_ids = logp.topk(k, dim=-1) if k else (None, None)
+    for j, i in enumerate(wanted):
+        n = params[i].logprobs or 0
+        top = None
+        if n:
+            top = dict(zip(top_ids[j, :n].tolist(), top_values[j, :n].tolist(), strict=True))
+        out[i] = TokenLogprobs(chosen[j], top)
+    return out

@@ -1,0 +1,351 @@
+"""Continuous batching: requests join and leave the running batch at token boundaries.
+
+One ``step`` (on the engine thread) is:
+
+1. run queued commands (slot placement for admin calls), drop cancelled rows;
+2. admit waiting requests into a prefill group (FIFO; a request whose adapter cannot get a slot
+   yet lets the next one pass) while the batch has room (``max_batch_size``); an idle engine
+   first lets a burst of arrivals land (at most 5 ms) so that it starts as one batch;
+3. run ONE prefill chunk of at most ``prefill_chunk_tokens`` tokens (or one reward-scoring
+   chunk): this bounds how long running rows wait for a newcomer's prompt (when nothing runs,
+   up to IDLE_PREFILL_TOKENS go in one chunk: there is nobody to stall). When a group's
+   prompt is complete its first tokens are emitted and its rows join the decode batch;
+4. decode one token for every running row, emit, and filter out rows that finished (EOS, stop
+   string, max tokens) so their place is free at the next step.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+import torch
+from transformers import PreTrainedModel
+
+from service.engine.adapters import AdapterManager
+from service.engine.batch import DecodeBatch, PrefillGroup
+from service.engine.lora import LoraModel
+from service.engine.request import Event, EventSink, Request, State, TokenEvent, Usage, deliver
+from service.engine.reward import ScoreJob, score_rows
+from service.engine.sampling import TokenLogprobs, choose_tokens, token_logprobs
+
+log = logging.getLogger(__name__)
+
+# With no running rows a prefill stalls nobody: admit and process up to this many prompt tokens
+# at once (one big forward is the most efficient), still bounded for the attention's memory.
+IDLE_PREFILL_TOKENS = 8192
+# An idle engine waits until arrivals pause for BURST_GAP (at most BURST_MAX_WAIT) before its
+# first prefill, so a burst of simultaneous requests shares one prefill and starts as one batch.
+BURST_GAP = 0.001
+BURST_MAX_WAIT = 0.005
+
+
+class Scheduler:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        lora: LoraModel,
+        adapters: AdapterManager,
+        *,
+        max_batch_size: int,
+        prefill_chunk_tokens: int,
+        eos_ids: set[int],
+        pad_id: int,
+    ):
+        self.model = model
+        self.lora = lora
+        self.adapters = adapters
+        self.max_batch_size = max_batch_size
+        self.budget = prefill_chunk_tokens
+        self.eos_ids = eos_ids
+        self.pad_id = pad_id
+        self.device = lora.device
+        self._lock = threading.Lock()  # guards waiting and score_jobs (other threads submit)
+        self.waiting: deque[Request] = deque()
+        self.score_jobs: deque[ScoreJob] = deque()
+        self.commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.prefill: tuple[PrefillGroup, list[Request]] | None = None
+        self.batch: DecodeBatch | None = None
+        self.rows = lora.batch_rows(max_batch_size)
+        self.running: list[Request] = []
+        self.steps = 0
+        # Counters for metrics (read from other threads; ints, so reads are atomic enough).
+        self.prompt_tokens = 0
+        self.generated_tokens = 0
+        self.finished: dict[str, int] = {"stop": 0, "length": 0, "cancelled": 0, "error": 0}
+        self._outbox: list[tuple[EventSink, Event]] = []  # delivered once per step
+
+    # --- any thread ---
+
+    def submit(self, request: Request) -> None:
+        with self._lock:
+            self.waiting.append(request)
+
+    def submit_score(self, job: ScoreJob) -> None:
+        with self._lock:
+            self.score_jobs.append(job)
+
+    def cancel(self, request: Request) -> None:
+        """Mark ``request`` cancelled; a waiting one leaves now, a running one at the next step."""
+        request.cancelled = True
+        with self._lock:
+            if request.state is State.WAITING and request in self.waiting:
+                self.waiting.remove(request)
+                self._finish(request)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    def has_work(self) -> bool:
+        return bool(
+            self.running
+            or self.prefill
+            or self.waiting
+            or self.score_jobs
+            or not self.commands.empty()
+        )
+
+    # --- engine thread ---
+
+    @torch.no_grad()
+    def step(self) -> bool:
+        """One scheduling step; False if there was nothing it could do."""
+        try:
+            return self._step()
+        finally:
+            self._flush()
+
+    def _emit(self, request: Request, event: Event) -> None:
+        self._outbox.append((request.sink, event))
+
+    def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        deliver(outbox)
+
+    def _step(self) -> bool:
+        self.steps += 1
+        worked = False
+        while not self.commands.empty():
+            self.commands.get_nowait()()
+            worked = True
+        self._drop_cancelled()
+        self._admit()
+        if self.prefill is not None:
+            self._prefill_step()
+            worked = True
+        elif self.score_jobs:
+            worked = self._score_step() or worked
+        if self.running:
+            self._decode_step()
+            worked = True
+        return worked
+
+    def fail_all(self, error: BaseException) -> None:
+        """After a failed step: every request in flight gets ``error``; the batch is reset."""
+        in_flight = self.running + (self.prefill[1] if self.prefill else [])
+        self.running, self.prefill, self.batch = [], None, None
+        self.rows.keep([])
+        for request in in_flight:
+            self._emit(request, error)
+            self._finish(request)
+            self.finished["error"] += 1
+        self._flush()
+        with self._lock:
+            jobs, self.score_jobs = list(self.score_jobs), deque()
+        for job in jobs:
+            self.adapters.release(job.key)
+            if not job.future.done():
+                job.future.set_exception(error)
+
+    def _finish(self, request: Request) -> None:
+        """The request leaves the engine: its adapter reference is returned, exactly once."""
+        if request.state is State.DONE:
+            return
+        request.state = State.DONE
+        if request.key is not None:
+            self.adapters.release(request.key)
+
+    def _drop_cancelled(self) -> None:
+        if any(r.cancelled for r in self.running):
+            keep = [i for i, r in enumerate(self.running) if not r.cancelled]
+            for request in self.running:
+                if request.cancelled:
+                    self._finish(request)
+                    self.finished["cancelled"] += 1
+            self._keep_rows(keep)
+        if self.prefill and all(r.cancelled for r in self.prefill[1]):
+            for request in self.prefill[1]:
+                self._finish(request)
+                self.finished["cancelled"] += 1
+            self.prefill = None
+
+    def _admit(self) -> None:
+        if self.prefill is not None:
+            return
+        if not self.running and self.waiting:
+            self._let_burst_land()
+        free = self.max_batch_size - len(self.running)
+        budget = self._prefill_budget()
+        chosen: list[Request] = []
+        width = 0
+        with self._lock:
+            for request in list(self.waiting):
+                if len(chosen) >= free:
+                    break
+                grown = max(width, len(request.prompt))
+                if chosen and (len(chosen) + 1) * grown > budget:
+                    break
+                slot = 0 if request.key is None else self.adapters.place(request.key)
+                if slot is None:  # every slot busy: let requests on resident adapters pass
+                    continue
+                self.waiting.remove(request)
+                request.slot, request.state, width = slot, State.PREFILL, grown
+                chosen.append(request)
+        if chosen:
+            group = PrefillGroup([r.prompt for r in chosen], self.pad_id, self.device)
+            self.prefill = (group, chosen)
+
+    def _let_burst_land(self) -> None:
+        deadline = time.monotonic() + BURST_MAX_WAIT
+        while (now := time.monotonic()) < deadline:
+            try:
+                quiet = now - self.waiting[-1].arrived
+            except IndexError:  # the waiting requests were cancelled meanwhile
+                return
+            if quiet >= BURST_GAP:
+                return
+            time.sleep(BURST_GAP - quiet)
+
+    def _prefill_budget(self) -> int:
+        return self.budget if self.running else max(self.budget, IDLE_PREFILL_TOKENS)
+
+    def _prefill_step(self) -> None:
+        assert self.prefill is not None
+        group, requests = self.prefill
+        with self.lora.use(self.lora.gather([r.slot for r in requests])):
+            logits = group.step(self.model, self._prefill_budget())
+        if logits is None:
+            return
+        self.prefill = None
+        tokens = self._choose(logits, requests)
+        joined = DecodeBatch.from_prefill(group, tokens)
+        keep = []
+        for i, (request, token, lp) in enumerate(
+            zip(
+                requests,
+                tokens.tolist(),
+                token_logprobs(logits, tokens, [r.params for r in requests]),
+                strict=True,
+            )
+        ):
+            request.first_token_at = time.monotonic()
+            self.prompt_tokens += len(request.prompt)
+            if request.cancelled:
+                self._finish(request)
+                self.finished["cancelled"] += 1
+            elif self._advance(request, token, lp):
+                self._finish(request)
+            else:
+                keep.append(i)
+        if not keep:
+            return
+        if len(keep) < len(requests):
+            joined.filter(keep)
+        joined_requests = [requests[i] for i in keep]
+        for request in joined_requests:
+            request.state = State.RUNNING
+        if self.batch is None:
+            self.batch = joined
+        else:
+            self.batch.concat(joined)
+        self.rows.append([r.slot for r in joined_requests])
+        self.running.extend(joined_requests)
+
+    def _decode_step(self) -> None:
+        assert self.batch is not None
+        with self.lora.use(self.rows):
+            logits = self.batch.step(self.model)
+        tokens = self._choose(logits, self.running)
+        self.batch.next_ids = tokens
+        logprobs = token_logprobs(logits, tokens, [r.params for r in self.running])
+        keep = []
+        for i, (request, token, lp) in enumerate(
+            zip(self.running, tokens.tolist(), logprobs, strict=True)
+        ):
+            if self._advance(request, token, lp):
+                self._finish(request)
+            else:
+                keep.append(i)
+        if len(keep) < len(self.running):
+            self._keep_rows(keep)
+
+    def _keep_rows(self, keep: list[int]) -> None:
+        self.running = [self.running[i] for i in keep]
+        self.rows.keep(keep)
+        if not keep:
+            self.batch = None
+        else:
+            assert self.batch is not None
+            self.batch.filter(keep)
+
+    def _choose(self, logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
+        return choose_tokens(logits, [r.params for r in requests], [r.generator for r in requests])
+
+    def _advance(self, request: Request, token: int, lp: TokenLogprobs | None) -> bool:
+        """Record ``token`` for ``request``, stream its event; True if the request is done."""
+        request.output.append(token)
+        self.generated_tokens += 1
+        params = request.params
+        finish = None
+        if (token in self.eos_ids and not params.ignore_eos) or token in params.stop_token_ids:
+            text, finish = request.stops.flush(), "stop"
+        else:
+            text, hit = request.stops.push(request.decoder.push(token))
+            if hit:
+                finish = "stop"
+            elif len(request.output) >= params.max_tokens:
+                text, finish = text + request.stops.flush(), "length"
+        usage = None
+        if finish:
+            usage = Usage(len(request.prompt), len(request.output))
+            self.finished[finish] += 1
+            self._finish(request)  # released before the caller can observe the end
+        self._emit(
+            request,
+            TokenEvent(
+                token_id=token,
+                text=text,
+                logprob=lp.logprob if lp else None,
+                top_logprobs=lp.top if lp else None,
+                finish_reason=finish,
+                usage=usage,
+                adapter=request.adapter,
+            ),
+        )
+        return finish is not None
+
+    def _score_step(self) -> bool:
+        job = self.score_jobs[0]
+        if job.future.cancelled():
+            self._end_score_job()
+            return True
+        slot = self.adapters.place(job.key)
+        if slot is None:
+            return False  # every slot in use: try again next step
+        rows = job.next_rows(self.budget)
+        job.scores.extend(score_rows(self.model, self.lora, slot, rows, self.pad_id))
+        if len(job.scores) == len(job.sequences):
+            self._end_score_job()
+            if not job.future.done():
+                job.future.set_result(job.scores)
+        return True
+
+    def _end_score_job(self) -> None:
+        with self._lock:
+            job = self.score_jobs.popleft()
+        self.adapters.release(job.key)

@@ -1,0 +1,63 @@
+"""The caller's side of one generation: an async iterator of its events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Self
+
+from service.engine.request import Event, Request, TokenEvent
+
+
+class TokenStream:
+    """The events of one generation, in order; the last has ``finish_reason``.
+
+    Iterate with ``async for``. Closing it early (``aclose``, leaving ``async with``, a cancelled
+    task, or dropping it) cancels the request: its batch row is freed within one engine step.
+    """
+
+    def __init__(
+        self,
+        request: Request,
+        events: asyncio.Queue[Event],
+        cancel: Callable[[Request], None],
+    ):
+        self._request, self._events, self._cancel = request, events, cancel
+        self._done = False
+
+    @property
+    def adapter(self) -> str | None:
+        """The version serving this request (``name@3``), None for the base."""
+        return self._request.adapter
+
+    def __aiter__(self) -> TokenStream:
+        return self
+
+    async def __anext__(self) -> TokenEvent:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            event = await self._events.get()
+        except BaseException:  # the consumer was cancelled while waiting
+            await self.aclose()
+            raise
+        if isinstance(event, BaseException):
+            self._done = True
+            raise event
+        self._done = event.finish_reason is not None
+        return event
+
+    async def aclose(self) -> None:
+        if not self._done:
+            self._done = True
+            self._cancel(self._request)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        if not self._done:  # abandoned without being closed
+            self._cancel(self._request)

@@ -1,0 +1,94 @@
+"""Hot-swap: an alias moves under load; in-flight requests finish on their version."""
+
+from __future__ import annotations
+
+import asyncio
+
+from service.engine import SamplingParams
+
+from .test_generation import prompt, run
+
+LONG = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
+
+
+def _expect(peft_reference, served: str, ids: list[int], tokens: list[int]) -> None:
+    # alpha@1 holds the "alpha" weights; alpha@2 is published from the "gamma" folder
+    reference = peft_reference({"alpha@1": "alpha", "alpha@2": "gamma"}[served], ids, len(tokens))
+    assert tokens[: len(reference)] == reference, served
+
+
+def test_alias_move_under_load_switches_new_requests_only(
+    make_engine, published, adapter_dirs, peft_reference
+):
+    engine = make_engine(max_batch_size=8)
+
+    async def client(i: int, results: list):
+        ids = prompt(100 + i, 5 + i % 4)
+        completion = await engine.complete(ids, "alpha", LONG)  # bare name: @production
+        results.append((ids, completion))
+
+    async def main():
+        before: list = []
+        in_flight = [asyncio.create_task(client(i, before)) for i in range(6)]
+        while engine.stats().running < 6:
+            await asyncio.sleep(0.01)
+        v2 = published.publish(adapter_dirs["gamma"], "alpha", "policy")
+        published.set_alias("alpha", "production", v2.version, expected=1)
+        moves = await engine.refresh_aliases()
+        assert [(m.adapter, m.alias, m.old, m.new) for m in moves] == [
+            ("alpha", "production", 1, 2)
+        ]
+        after: list = []
+        await asyncio.gather(*in_flight, *[client(10 + i, after) for i in range(6)])
+        return before, after
+
+    before, after = run(main())
+    assert len(before) == 6 and len(after) == 6
+    for ids, completion in before:
+        assert completion.adapter == "alpha@1"
+        _expect(peft_reference, "alpha@1", ids, completion.token_ids)
+    for ids, completion in after:
+        assert completion.adapter == "alpha@2"
+        _expect(peft_reference, "alpha@2", ids, completion.token_ids)
+    statuses = {(s.adapter, s.version): s for s in engine.residency()}
+    assert statuses[("alpha", 2)].aliases == ["production"]
+    assert statuses[("alpha", 1)].in_use == 0
+
+
+def test_polling_follows_the_alias_with_a_steady_stream_and_no_failures(
+    make_engine, published, adapter_dirs, peft_reference
+):
+    engine = make_engine(alias_poll_seconds=0.1)
+    params = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)
+
+    async def main():
+        served: list = []
+        stop = asyncio.Event()
+
+        async def stream_of_requests(worker: int):
+            i = 0
+            while not stop.is_set():
+                ids = prompt(1000 * worker + i, 6)
+                served.append((ids, await engine.complete(ids, "alpha@production", params)))
+                i += 1
+
+        workers = [asyncio.create_task(stream_of_requests(w)) for w in range(4)]
+        while len(served) < 8:
+            await asyncio.sleep(0.01)
+        v2 = published.publish(adapter_dirs["gamma"], "alpha", "policy")
+        published.set_alias("alpha", "production", v2.version)
+        while not any(c.adapter == "alpha@2" for _, c in served[-4:]):
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.gather(*workers)  # any failure would raise here
+        return served
+
+    served = run(main())
+    versions = [c.adapter for _, c in served]
+    assert versions[0] == "alpha@1" and versions[-1] == "alpha@2"
+    first_new = versions.index("alpha@2")
+    # once the new version is served, later requests never go back to the old one
+    assert "alpha@1" not in versions[first_new + 4 :]
+    for ids, completion in served:
+        _expect(peft_reference, completion.adapter, ids, completion.token_ids)

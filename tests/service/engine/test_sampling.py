@@ -1,0 +1,64 @@
+"""Pure sampling and text functions: top-k, top-p, token choice, stop strings, detokenizing."""
+
+from __future__ import annotations
+
+import torch
+
+from core.base_model import load_tokenizer
+from service.engine.sampling import SamplingParams, choose_tokens, mask_top_k, mask_top_p
+from service.engine.text import IncrementalDecoder, StopMatcher
+
+INF = float("-inf")
+
+
+def test_top_k_keeps_the_k_largest_per_row_and_zero_keeps_all():
+    logits = torch.tensor([[1.0, 4.0, 3.0, 2.0], [1.0, 4.0, 3.0, 2.0]])
+    out = mask_top_k(logits, torch.tensor([2, 0]))
+    assert out[0].tolist() == [INF, 4.0, 3.0, INF]
+    assert out[1].tolist() == logits[1].tolist()
+
+
+def test_top_p_keeps_the_smallest_nucleus_reaching_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    out = mask_top_p(probs.log(), torch.tensor([0.7]))
+    assert torch.isfinite(out[0]).tolist() == [True, True, False, False]
+    out = mask_top_p(probs.log(), torch.tensor([0.1]))  # the top token always stays
+    assert torch.isfinite(out[0]).tolist() == [True, False, False, False]
+
+
+def test_choose_tokens_mixes_greedy_and_seeded_rows():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 50)
+    params = [
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=1.0, seed=7),
+        SamplingParams(temperature=1.0, top_k=1),
+    ]
+    generators = [p.generator(torch.device("cpu")) for p in params]
+    first = choose_tokens(logits, params, generators)
+    again = choose_tokens(logits, params, [p.generator(torch.device("cpu")) for p in params])
+    assert first[0] == logits[0].argmax() and first[2] == logits[2].argmax()
+    assert first.tolist() == again.tolist()  # same seed, same draw
+
+
+def test_stop_matcher_holds_back_possible_prefixes_and_cuts_at_the_stop():
+    matcher = StopMatcher(("END", "\n\n"))
+    assert matcher.push("hello E") == ("hello ", False)  # "E" may start "END"
+    assert matcher.push("N") == ("", False)
+    assert matcher.push("Dgame") == ("", True)  # "END" reached: nothing after it
+    matcher = StopMatcher(("END",))
+    assert matcher.push("EN") == ("", False)
+    assert matcher.push("ough") == ("ENough", False)
+    assert matcher.push("E") == ("", False)
+    assert matcher.flush() == "E"
+
+
+def test_incremental_decoder_streams_the_same_text_as_decoding_everything(settings):
+    tokenizer = load_tokenizer(settings)
+    text = "Grüße, naïve café — 東京 🙂 done."
+    ids = tokenizer(text)["input_ids"]
+    prompt, generated = ids[:3], ids[3:]
+    decoder = IncrementalDecoder(tokenizer, prompt)
+    streamed = "".join(decoder.push(t) for t in generated)
+    assert streamed == tokenizer.decode(generated, skip_special_tokens=True)
+    assert "\ufffd" not in streamed
