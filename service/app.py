@@ -37,12 +37,12 @@ def build_state(settings: Settings) -> ServiceState:
     registry = open_registry(settings, base_info)
     ensure_demo_adapter(settings, registry)
     store = Store.from_settings(settings)  # migrates the schema to head
-    metrics = ServiceMetrics(base_info.model_id)
+    metrics = ServiceMetrics(base_info.model_id)  # also receives the engine's adapter events
     completion_log = (
         CompletionLogWriter(store, metrics, settings.completion_log_queue)
         if settings.log_completions else None
     )
-    engine = Engine(settings, registry, base_info=base_info)
+    engine = Engine(settings, registry, base_info=base_info, events=metrics)
     return ServiceState(
         settings=settings,
         base_info=base_info,

@@ -60,11 +60,12 @@ class ServiceMetrics:
             ["adapter"], buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.adapter_cache_hits = Counter(
-            "loraloop_adapter_cache_hits", "Adapter lookups served from a tier (slot, cpu, disk).",
+            "loraloop_adapter_cache_hits", "Adapter lookups served from a tier (slot or host memory).",
             ["adapter", "tier"], registry=r,
         )
         self.adapter_cache_misses = Counter(
-            "loraloop_adapter_cache_misses", "Adapter lookups that had to load from the registry.",
+            "loraloop_adapter_cache_misses",
+            "Adapter lookups that had to load it (from the disk cache or the registry).",
             ["adapter"], registry=r,
         )
         self.adapter_evictions = Counter(
@@ -88,6 +89,23 @@ class ServiceMetrics:
             "loraloop_completion_log_dropped",
             "Completion records dropped because the log writer's queue was full.", registry=r,
         )
+
+    # --- service.engine.events.EngineEvents: the engine reports adapter residency here ---
+
+    def adapter_hit(self, adapter: str, tier: str) -> None:
+        self.adapter_cache_hits.labels(adapter, tier).inc()
+
+    def adapter_miss(self, adapter: str) -> None:
+        self.adapter_cache_misses.labels(adapter).inc()
+
+    def adapter_loaded(self, adapter: str, seconds: float) -> None:
+        self.adapter_load_seconds.labels(adapter).observe(seconds)
+
+    def adapter_evicted(self, adapter: str, tier: str) -> None:
+        self.adapter_evictions.labels(adapter, tier).inc()
+
+    def alias_moved(self, adapter: str, alias: str) -> None:
+        self.adapter_swaps.labels(adapter, alias).inc()
 
     def observe_engine(self, engine) -> None:
         """Refresh the gauges that are states, not events, from the engine (at scrape time)."""

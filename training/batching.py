@@ -7,8 +7,8 @@ matters most).
 Policy side (DPO, generation): a completion is tokenized on its own without special tokens, cut
 to ``target_sequence_length - 1`` tokens, and ends with EOS, so a policy learns to stop.
 
-Reward side: the reward model reads ``tokenizer(prompt + completion)`` -- the two texts joined,
-BOS added, no EOS -- exactly as the serving engine scores ``POST /v1/rewards`` requests, so a
+Reward side: ``core.reward_format.reward_input_ids`` -- the two texts joined, BOS added, no
+EOS -- the one rule shared with the serving engine, which scores ``POST /v1/rewards`` requests, so a
 score seen in training is the score the server returns. PPO decodes its sampled responses and
 scores them the same way. Over-long inputs keep BOS and their last tokens.
 """
@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from core.reward_format import reward_input_ids
 from training.data import PreferencePair
 
 
@@ -43,12 +44,6 @@ def truncate_left(ids: list[int], max_tokens: int, bos_id: int | None) -> list[i
         return ids
     bos = [ids[0]] if bos_id is not None and ids[0] == bos_id else []
     return bos + ids[len(ids) - (max_tokens - len(bos)) :]
-
-
-def reward_input_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str) -> list[int]:
-    """What the reward model reads for a (prompt, completion): the texts joined, tokenized with
-    the tokenizer's special tokens. The serving engine (POST /v1/rewards) uses the same rule."""
-    return tokenizer(prompt + completion)["input_ids"]
 
 
 def encode_completion(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int) -> list[int]:

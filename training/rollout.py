@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from training.batching import pad, reward_input_ids, truncate_left
+from core.reward_format import reward_input_ids
+from training.batching import pad, truncate_left
 from training.ppo_math import logprobs_from_logits
 from training.shared_base import SharedBase, position_ids_from_mask
 

@@ -30,6 +30,22 @@ _LORA_KEY = re.compile(
     r"base_model\.model\.(?:model\.)?layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)\.lora_([AB])\.weight"
 )
 SCORE_KEY = "base_model.model.score.weight"
+# peft features that change the forward pass beyond W x + s B A x: refused, not silently ignored.
+_UNSUPPORTED = {
+    "use_dora": "DoRA",
+    "rank_pattern": "per-module ranks (rank_pattern)",
+    "alpha_pattern": "per-module alphas (alpha_pattern)",
+    "lora_bias": "LoRA bias terms",
+    "layer_replication": "layer replication",
+    "trainable_token_indices": "trainable tokens",
+    "use_qalora": "QA-LoRA",
+}
+
+
+def parse_lora_key(key: str) -> tuple[int, str, str] | None:
+    """(layer, module, "A" or "B") of a LoRA tensor name, None for any other tensor."""
+    match = _LORA_KEY.fullmatch(key)
+    return (int(match[1]), match[2], match[3]) if match else None
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,12 @@ class AdapterSummary:
     rank: int
     alpha: float
     target_modules: list[str]
+    use_rslora: bool = False
+
+    @property
+    def scaling(self) -> float:
+        """peft's factor on B A x: alpha / r, or alpha / sqrt(r) under rsLoRA."""
+        return self.alpha / (self.rank**0.5 if self.use_rslora else self.rank)
 
 
 def _refuse(folder: Path, reason: str) -> InvalidAdapter:
@@ -59,15 +81,7 @@ def read_adapter_config(folder: Path) -> dict:
 def _check_config(folder: Path, config: dict) -> tuple[int, float]:
     if config.get("peft_type") != "LORA":
         raise _refuse(folder, f"peft_type is {config.get('peft_type')!r}; only LORA is served")
-    unsupported = {
-        "use_dora": "DoRA",
-        "use_rslora": "rsLoRA scaling",
-        "rank_pattern": "per-module ranks (rank_pattern)",
-        "alpha_pattern": "per-module alphas (alpha_pattern)",
-        "lora_bias": "LoRA bias terms",
-        "layer_replication": "layer replication",
-    }
-    for field, what in unsupported.items():
+    for field, what in _UNSUPPORTED.items():
         if config.get(field):
             raise _refuse(folder, f"{what} is not supported; retrain without {field}")
     if config.get("bias", "none") != "none":
@@ -97,13 +111,19 @@ def _tensor_shapes(folder: Path) -> dict[str, list[int]]:
 
 
 def validate_adapter_folder(
-    folder: Path, kind: AdapterKind, base: BaseModelInfo, max_rank: int
+    folder: Path,
+    kind: AdapterKind,
+    base: BaseModelInfo,
+    max_rank: int,
+    served_modules: frozenset[str] | set[str] | None = None,
 ) -> AdapterSummary:
-    """Raise InvalidAdapter saying what is wrong unless ``folder`` can be served on ``base``."""
+    """Raise InvalidAdapter saying what is wrong unless ``folder`` can be served on ``base``
+    (and, when given, only targets ``served_modules``, the projections the engine wraps)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InvalidAdapter(f"adapter folder {str(folder)!r} does not exist")
-    rank, alpha = _check_config(folder, read_adapter_config(folder))
+    config = read_adapter_config(folder)
+    rank, alpha = _check_config(folder, config)
     shapes = _tensor_shapes(folder)
 
     modules: set[str] = set()
@@ -111,12 +131,17 @@ def validate_adapter_folder(
     for key, shape in shapes.items():
         if key == SCORE_KEY:
             continue
-        match = _LORA_KEY.fullmatch(key)
-        if not match:
+        parsed = parse_lora_key(key)
+        if parsed is None:
             raise _refuse(folder, f"tensor {key!r} is not a LoRA weight of a Llama projection")
-        layer, module, which = int(match[1]), match[2], match[3]
+        layer, module, which = parsed
         if module not in base.projections:
             raise _refuse(folder, f"target module {module!r} is not one of {sorted(base.projections)}")
+        if served_modules is not None and module not in served_modules:
+            raise _refuse(
+                folder, f"target module {module!r} is not served "
+                f"(lora_target_modules: {sorted(served_modules)})"
+            )
         if layer >= base.num_layers:
             raise _refuse(
                 folder, f"layer {layer} does not exist in base {base.model_id!r} "
@@ -150,4 +175,6 @@ def validate_adapter_folder(
         )
     if kind == "policy" and score is not None:
         raise _refuse(folder, "it has a score head: register it with kind 'reward'")
-    return AdapterSummary(rank=rank, alpha=alpha, target_modules=sorted(modules))
+    return AdapterSummary(
+        rank=rank, alpha=alpha, target_modules=sorted(modules), use_rslora=bool(config.get("use_rslora"))
+    )

@@ -25,6 +25,7 @@ from typing import Literal, NamedTuple, Protocol
 from core.base_model import BaseModelInfo
 from core.errors import Conflict, InvalidAdapter, InvalidRequest
 from service.engine.lora import LoraModel
+from service.engine.events import EngineEvents, NoEvents
 from service.engine.weights import AdapterWeights
 
 log = logging.getLogger(__name__)
@@ -96,11 +97,13 @@ class AdapterManager:
         executor: Executor,
         *,
         max_cpu_adapters: int,
+        events: EngineEvents | None = None,
     ):
         self.lora = lora
         self.loader = loader
         self.executor = executor
         self.max_cpu_adapters = max_cpu_adapters
+        self.events: EngineEvents = events or NoEvents()
         self._lock = threading.Lock()
         self._entries: dict[AdapterKey, _Entry] = {}
         self._slots: list[AdapterKey | None] = [None] * (lora.num_slots + 1)  # index 0: base
@@ -121,15 +124,18 @@ class AdapterManager:
             entry.refs += 1
             entry.last_used = time.time()
             if entry.weights is not None or entry.slot is not None:
+                self.events.adapter_hit(key.adapter, "slot" if entry.slot is not None else "host")
                 done: Future = Future()
                 done.set_result(entry)
                 return done
             if entry.loading is None:  # the first acquirer starts the one load
                 self.loads += 1
+                self.events.adapter_miss(key.adapter)
                 entry.loading = self.executor.submit(self._load, entry)
             return entry.loading
 
     def _load(self, entry: _Entry) -> _Entry:
+        started = time.monotonic()
         try:
             weights = self.loader(entry.key)
             if weights.kind != entry.kind:
@@ -141,6 +147,7 @@ class AdapterManager:
         with self._lock:
             entry.weights, entry.loading, entry.nbytes = weights, None, weights.nbytes
             self._trim_host()
+        self.events.adapter_loaded(entry.key.adapter, time.monotonic() - started)
         log.info("loaded adapter %s into host memory (%d bytes)", entry.key, weights.nbytes)
         return entry
 
@@ -206,6 +213,7 @@ class AdapterManager:
             if entry.refs == 0 and not entry.pinned:
                 entry.weights = None
                 excess -= 1
+                self.events.adapter_evicted(entry.key.adapter, "host")
                 if entry.slot is None:
                     log.debug("adapter %s left host memory", entry.key)
 
@@ -250,6 +258,7 @@ class AdapterManager:
         slot, entry.slot = entry.slot, None
         self._slots[slot] = None
         self.lora.clear(slot)
+        self.events.adapter_evicted(entry.key.adapter, "slot")
         log.debug("adapter %s evicted from slot %d", entry.key, slot)
 
     def drop(self, key: AdapterKey) -> None:

@@ -25,12 +25,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from core.base_model import BaseModelInfo, base_model_info, load_base_model, load_tokenizer
 from core.errors import InvalidRequest, LoraloopError, Overloaded
 from core.registry import Manifest, Registry
+from core.reward_format import reward_input_ids
 from core.settings import Settings
 from service.engine.adapters import AdapterKey, AdapterManager, AdapterStatus, check_manifest
 from service.engine.hotswap import AliasFollower, AliasMove
 from service.engine.lora import LoraModel
+from service.engine.events import EngineEvents
 from service.engine.request import Completion, EventSink, Request, TokenEvent
-from service.engine.reward import ScoreJob, reward_input_ids
+from service.engine.reward import ScoreJob
 from service.engine.sampling import SamplingParams
 from service.engine.scheduler import Scheduler
 from service.engine.stream import TokenStream
@@ -74,6 +76,7 @@ class Engine:
         model: PreTrainedModel | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
         base_info: BaseModelInfo | None = None,
+        events: EngineEvents | None = None,
     ):
         self.settings = settings
         self.registry = registry
@@ -98,9 +101,10 @@ class Engine:
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="loraloop-lookup")
         self._loads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="loraloop-load")
         self.adapters = AdapterManager(
-            self.lora, self._load_weights, self._loads, max_cpu_adapters=settings.max_cpu_adapters
+            self.lora, self._load_weights, self._loads,
+            max_cpu_adapters=settings.max_cpu_adapters, events=events,
         )
-        self.follower = AliasFollower(registry, self._warm)
+        self.follower = AliasFollower(registry, self._warm, events)
         self.scheduler = Scheduler(
             self.model,
             self.lora,
@@ -249,7 +253,7 @@ class Engine:
 
     async def score(self, reward: str, prompt: str, completions: list[str]) -> list[float]:
         """Reward of each (prompt, completion) under the reward adapter ``reward``; the pair is
-        tokenized by ``reward.reward_input_ids`` (the format reward training must use)."""
+        tokenized by ``core.reward_format.reward_input_ids`` (the format reward training must use)."""
         sequences = [reward_input_ids(self.tokenizer, prompt, c) for c in completions]
         return await self.score_ids(reward, sequences)
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from core.names import parse_ref
 from core.registry import Manifest, Registry
 from service.engine.adapters import AdapterKey
+from service.engine.events import EngineEvents, NoEvents
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,12 @@ class AliasMove:
 
 
 class AliasFollower:
-    def __init__(self, registry: Registry, warm: Callable[[Manifest], None]):
+    def __init__(
+        self, registry: Registry, warm: Callable[[Manifest], None], events: EngineEvents | None = None
+    ):
         self.registry = registry
         self.warm = warm  # blocking: loads a version so that serving it is instant
+        self.events: EngineEvents = events or NoEvents()
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._aliases: dict[tuple[str, str], Manifest] = {}
@@ -131,6 +135,7 @@ class AliasFollower:
                         manifest.version,
                     )
                     moves.append(AliasMove(adapter, alias, manifest.version, version))
+                    self.events.alias_moved(adapter, alias)
         return moves
 
     def start(self, poll_seconds: float) -> None:

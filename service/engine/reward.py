@@ -21,12 +21,6 @@ from service.engine.batch import left_pad
 from service.engine.lora import LoraModel
 
 
-def reward_input_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str) -> list[int]:
-    """Token ids of a (prompt, completion) pair as the reward model reads it: the two texts
-    concatenated, tokenized with the tokenizer's special tokens (BOS)."""
-    return tokenizer(prompt + completion)["input_ids"]
-
-
 @torch.no_grad()
 def score_rows(
     model: PreTrainedModel, lora: LoraModel, slot: int, sequences: list[list[int]], pad_id: int

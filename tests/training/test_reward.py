@@ -15,7 +15,8 @@ from core.base_model import base_model_info, load_tokenizer
 from core.registry import open_registry
 from tests.training.helpers import assert_adapter_changed, assert_base_unchanged, base_weights
 from training import reward
-from training.batching import encode_reward_pairs, pad, reward_input_ids
+from core.reward_format import reward_input_ids
+from training.batching import encode_reward_pairs, pad
 from training.config import RewardConfig
 from training.data import file_sha256, load_preferences
 from training.progress import Progress

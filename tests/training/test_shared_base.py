@@ -6,7 +6,8 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from training.batching import encode_prompt, pad, reward_input_ids
+from core.reward_format import reward_input_ids
+from training.batching import encode_prompt, pad
 from training.rollout import (
     Rollout,
     response_mask_from,
@@ -101,8 +102,6 @@ def test_response_mask_stops_after_the_first_eos() -> None:
 
 def test_rollouts_are_scored_as_the_server_scores_text(settings) -> None:
     """PPO's reward input is tokenizer(prompt + decoded response): what /v1/rewards computes."""
-    from service.engine.reward import reward_input_ids as served
-
     shared = two_adapters(settings)
     tok = shared.tokenizer
     prompt, words = (
@@ -115,10 +114,7 @@ def test_rollouts_are_scored_as_the_server_scores_text(settings) -> None:
         query, torch.ones_like(query), response, response_mask_from(response, tok.eos_token_id)
     )
     ids, mask = scoring_inputs(shared, rollout, [prompt])
-    assert ids[0][mask[0].bool()].tolist() == served(tok, prompt, " warm tea and music")
-    assert reward_input_ids(tok, prompt, " warm tea and music") == served(
-        tok, prompt, " warm tea and music"
-    )
+    assert ids[0][mask[0].bool()].tolist() == reward_input_ids(tok, prompt, " warm tea and music")
 
 
 def test_sampling_is_seeded_and_training_reads_the_sampled_log_probs(settings) -> None:

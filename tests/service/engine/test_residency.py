@@ -98,7 +98,17 @@ def test_pin_keeps_an_adapter_in_its_slot_and_unload_refuses_while_in_use(make_e
     assert "alpha" not in {s.adapter for s in engine.residency()}
 
 
-def _fake_manager(slots: int, max_cpu: int, loader):
+class RecordedEvents:
+    """The EngineEvents the manager reports, in order."""
+
+    def __init__(self):
+        self.seen: list[tuple] = []
+
+    def __getattr__(self, name):
+        return lambda *args: self.seen.append((name, *args[:2]))
+
+
+def _fake_manager(slots: int, max_cpu: int, loader, events=None):
     class FakeLora:  # stands in for LoraModel's slot API: num_slots, load, clear
         num_slots = slots
 
@@ -113,7 +123,7 @@ def _fake_manager(slots: int, max_cpu: int, loader):
 
     lora = FakeLora()
     pool = ThreadPoolExecutor(8)
-    manager = AdapterManager(lora, loader, pool, max_cpu_adapters=max_cpu)  # type: ignore[arg-type]
+    manager = AdapterManager(lora, loader, pool, max_cpu_adapters=max_cpu, events=events)  # type: ignore[arg-type]
     return manager, lora
 
 
@@ -123,7 +133,8 @@ class _Weights:
 
 
 def test_manager_evicts_least_recently_used_free_slot_only():
-    manager, _ = _fake_manager(slots=2, max_cpu=0, loader=lambda key: _Weights())
+    events = RecordedEvents()
+    manager, _ = _fake_manager(slots=2, max_cpu=0, loader=lambda key: _Weights(), events=events)
     a, b, c = AdapterKey("a", 1), AdapterKey("b", 1), AdapterKey("c", 1)
     for key in (a, b):
         manager.acquire(key, "policy").result()
@@ -137,6 +148,10 @@ def test_manager_evicts_least_recently_used_free_slot_only():
     assert slot is not None and manager.slot_of(a) is None and manager.slot_of(b) is not None
     tiers = {(s.adapter): s.tier for s in manager.status()}
     assert tiers == {"a": "disk", "b": "slot", "c": "slot"}
+    assert [e for e in events.seen if e[0] == "adapter_miss"] == [("adapter_miss", a) for a in "abc"]
+    assert ("adapter_evicted", "a", "slot") in events.seen
+    assert ("adapter_evicted", "b", "slot") not in events.seen
+    assert sum(e[0] == "adapter_loaded" for e in events.seen) == 3
 
 
 def test_manager_single_flight_under_thread_contention_and_failed_loads_retry():

@@ -12,7 +12,7 @@ from transformers import LlamaForSequenceClassification
 from core.base_model import load_tokenizer
 from core.errors import InvalidRequest
 from service.engine import SamplingParams
-from service.engine.reward import reward_input_ids
+from core.reward_format import reward_input_ids
 
 from .test_generation import prompt, run
 

@@ -45,3 +45,30 @@ def test_health_and_readiness(base_url):
         assert c.get("/healthz").json() == {"status": "ok"}
         ready = c.get("/readyz")
         assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def sample(client, name: str, **labels) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+def test_adapter_residency_and_swaps_show_in_metrics(client, tmp_path, tiny_llama_dir):
+    from tests.adapters import make_adapter
+    from tests.service.http.test_adapters_api import multipart
+
+    for seed in (21, 22):
+        client.post("/v1/adapters/metered/versions", files=multipart(make_adapter(tiny_llama_dir, tmp_path / str(seed), seed=seed)))
+    client.put("/v1/adapters/metered/aliases/production", json={"version": 1})
+    for _ in range(2):
+        client.post("/v1/completions", json={"model": "metered", "prompt": "hi", "max_tokens": 1})
+    assert sample(client, "loraloop_adapter_cache_misses_total", adapter="metered") == 1
+    assert sample(client, "loraloop_adapter_cache_hits_total", adapter="metered", tier="slot") >= 1
+    assert sample(client, "loraloop_adapter_load_seconds_count", adapter="metered") == 1
+    client.put("/v1/adapters/metered/aliases/production", json={"version": 2})
+    assert sample(client, "loraloop_adapter_swaps_total", adapter="metered", alias="production") == 1
+    assert client.post("/v1/completions", json={"model": "metered", "prompt": "hi", "max_tokens": 1}).json()["model"] == "metered@2"
