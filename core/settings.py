@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     max_lora_rank: int = Field(64, ge=1)
     max_cpu_adapters: int = Field(128, ge=0, description="Adapters kept in host memory (LRU).")
     max_batch_size: int = Field(32, ge=1)
-    max_queue: int = Field(256, ge=0, description="Waiting requests before 'overloaded'.")
+    max_queue: int = Field(256, ge=1, description="Waiting requests before 'overloaded' (429).")
     max_prompt_tokens: int = Field(2048, ge=1)
     max_new_tokens: int = Field(512, ge=1)
     alias_poll_seconds: float = Field(5.0, ge=0, description="0 turns alias following off.")
