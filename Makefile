@@ -25,5 +25,10 @@ test: install
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
+lint: install
+	$(BIN)/pip install -q ruff
+	$(BIN)/ruff check --select F,E9,I core service training bench tests clients
+	$(BIN)/lint-imports
+
 clean:
 	rm -rf $(VENV)

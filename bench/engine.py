@@ -32,37 +32,16 @@ from typing import NamedTuple, Self
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import save_file
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
-from core.base_model import base_model_info, train_tiny_tokenizer
+from bench.models import build_bench_llama
+from core.base_model import base_model_info
 from core.registry import open_registry
 from core.settings import Settings
 from service.engine import Engine, SamplingParams
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 RANK = 8
-
-
-def build_model(path: Path) -> Path:
-    config = LlamaConfig(
-        vocab_size=32000,
-        hidden_size=512,
-        intermediate_size=1376,
-        num_hidden_layers=8,
-        num_attention_heads=8,
-        num_key_value_heads=8,
-        max_position_embeddings=2048,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=3,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = 3
-    model.save_pretrained(path)
-    train_tiny_tokenizer().save_pretrained(path)
-    return path
 
 
 def build_adapters(model_dir: Path, root: Path, n: int) -> list[Path]:
@@ -239,7 +218,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="loraloop-bench-"))
     results: dict = {}
     try:
-        model_dir = build_model(work / "model")
+        model_dir = build_bench_llama(work / "model")
         folders = build_adapters(model_dir, work / "adapters", 32)
         rng = random.Random(0)
         prompts = [[1] + [rng.randrange(4, 32000) for _ in range(31)] for _ in range(32)]

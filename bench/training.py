@@ -35,9 +35,9 @@ from typing import Any
 import torch
 from peft import get_peft_model
 from torch import Tensor, nn
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from core.base_model import load_base_model, load_tokenizer, train_tiny_tokenizer
+from bench.models import build_bench_llama
+from core.base_model import load_base_model, load_tokenizer
 from core.settings import Settings
 from training import ppo
 from training.batching import encode_prompts
@@ -53,28 +53,6 @@ from training.shared_base import (
 from training.synthetic import make_prompt_rows
 
 SPEC = LoraSpec(r=8, alpha=16, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"))
-
-
-def build_model(path: Path) -> Path:
-    if (path / "config.json").is_file():
-        return path
-    config = LlamaConfig(
-        vocab_size=32000,
-        hidden_size=512,
-        intermediate_size=1376,
-        num_hidden_layers=8,
-        num_attention_heads=8,
-        num_key_value_heads=8,
-        max_position_embeddings=2048,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=3,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(path)
-    train_tiny_tokenizer().save_pretrained(path)
-    return path
 
 
 class FourModels(nn.Module):
@@ -220,7 +198,7 @@ def main() -> None:
         return
 
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
-        model_dir = build_model(Path(tmp) / "model")
+        model_dir = build_bench_llama(Path(tmp) / "model")
         results = {}
         for layout in ("shared", "separate"):
             child = subprocess.run(

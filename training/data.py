@@ -24,7 +24,6 @@ snapshot's content hash (with its id).
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import random
 from collections.abc import Iterator, Sequence
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from core.hashing import sha256_file
 from core.settings import Settings
 from core.store.formats import implicit_prompt
 
@@ -67,14 +67,6 @@ class Dataset:
         if self.snapshot_id:
             out["snapshot_id"] = self.snapshot_id
         return out
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def freeze_source(source: str, settings: Settings | None = None) -> str:
@@ -191,7 +183,7 @@ def load_preferences(source: str | Path, settings: Settings | None = None) -> Da
             pairs.append(pair)
     if not pairs:
         raise ValueError(f"{path}: no usable preference pairs (empty file, or only ties)")
-    return Dataset(str(path), file_sha256(path), "+".join(sorted(formats)), pairs=tuple(pairs))
+    return Dataset(str(path), sha256_file(path), "+".join(sorted(formats)), pairs=tuple(pairs))
 
 
 def load_prompts(source: str | Path, settings: Settings | None = None) -> Dataset:
@@ -209,7 +201,7 @@ def load_prompts(source: str | Path, settings: Settings | None = None) -> Datase
     path = _resolve(source)
     if path.suffix == ".txt":
         prompts = [line.rstrip("\n") for _, line in _read_lines(path)]
-        return Dataset(str(path), file_sha256(path), "text", prompts=tuple(prompts))
+        return Dataset(str(path), sha256_file(path), "text", prompts=tuple(prompts))
     prompts = []
     for number, row in _rows(path):
         where = f"{path}:{number}"
@@ -223,7 +215,7 @@ def load_prompts(source: str | Path, settings: Settings | None = None) -> Datase
                 prompts.append(pair.prompt)
     if not prompts:
         raise ValueError(f"{path}: no prompts found")
-    return Dataset(str(path), file_sha256(path), "prompts", prompts=tuple(prompts))
+    return Dataset(str(path), sha256_file(path), "prompts", prompts=tuple(prompts))
 
 
 def split_holdout(items: Sequence[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:

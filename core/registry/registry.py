@@ -14,7 +14,6 @@ unreferenced blobs.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -26,6 +25,7 @@ from pydantic import ValidationError
 
 from core.base_model import BaseModelInfo
 from core.errors import Conflict, IntegrityError, InvalidAdapter, NotFound
+from core.hashing import sha256_file
 from core.names import AdapterRef, parse_ref, validate_alias, validate_name
 from core.registry.manifest import AdapterKind, AliasRecord, FileEntry, Manifest
 from core.registry.object_store import ObjectStore
@@ -44,14 +44,6 @@ class _Any:
 
 #: ``set_alias(..., expected=ANY)``: move the alias whatever it points to now.
 ANY: Final = _Any()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _blob_key(sha256: str) -> str:

@@ -24,8 +24,8 @@ from typing import Literal, NamedTuple, Protocol
 
 from core.base_model import BaseModelInfo
 from core.errors import Conflict, InvalidAdapter, InvalidRequest
-from service.engine.lora import LoraModel
 from service.engine.events import EngineEvents, NoEvents
+from service.engine.lora import LoraModel
 from service.engine.weights import AdapterWeights
 
 log = logging.getLogger(__name__)

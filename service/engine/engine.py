@@ -28,9 +28,9 @@ from core.registry import Manifest, Registry
 from core.reward_format import reward_input_ids
 from core.settings import Settings
 from service.engine.adapters import AdapterKey, AdapterManager, AdapterStatus, check_manifest
+from service.engine.events import EngineEvents
 from service.engine.hotswap import AliasFollower, AliasMove
 from service.engine.lora import LoraModel
-from service.engine.events import EngineEvents
 from service.engine.request import Completion, EventSink, Request, TokenEvent
 from service.engine.reward import ScoreJob
 from service.engine.sampling import SamplingParams

@@ -24,7 +24,12 @@ from safetensors.torch import load_file
 from core.base_model import BaseModelInfo
 from core.errors import InvalidAdapter
 from core.registry.manifest import AdapterKind
-from core.registry.validation import SCORE_KEY, WEIGHTS_FILE, parse_lora_key, validate_adapter_folder
+from core.registry.validation import (
+    SCORE_KEY,
+    WEIGHTS_FILE,
+    parse_lora_key,
+    validate_adapter_folder,
+)
 
 
 @dataclass

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+
 class FeedbackCreateRequest(BaseModel):
     """A pairwise preference: ``completion_ids`` (two logged completions of one prompt), or
     ``prompt`` and two ``candidates``; ``choice`` is 0, 1 or "tie"."""

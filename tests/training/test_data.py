@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from core.hashing import sha256_file
 from core.store import FeedbackCreate, Store
 from training.data import (
-    file_sha256,
     freeze_source,
     load_preferences,
     load_prompts,
@@ -41,7 +41,7 @@ def test_vertex_rows_pick_the_chosen_candidate_and_skip_ties(tmp_path) -> None:
         ("q1", "b", "a"),
         ("q2", "c", "d"),
     ]
-    assert data.format == "vertex" and data.sha256 == file_sha256(path)
+    assert data.format == "vertex" and data.sha256 == sha256_file(path)
 
 
 def test_trl_rows_explicit_implicit_and_margin(tmp_path) -> None:

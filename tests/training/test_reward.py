@@ -12,13 +12,14 @@ from safetensors.torch import load_file
 from transformers import LlamaForSequenceClassification
 
 from core.base_model import base_model_info, load_tokenizer
+from core.hashing import sha256_file
 from core.registry import open_registry
+from core.reward_format import reward_input_ids
 from tests.training.helpers import assert_adapter_changed, assert_base_unchanged, base_weights
 from training import reward
-from core.reward_format import reward_input_ids
 from training.batching import encode_reward_pairs, pad
 from training.config import RewardConfig
-from training.data import file_sha256, load_preferences
+from training.data import load_preferences
 from training.progress import Progress
 from training.reward import bradley_terry_loss
 from training.run import lora_spec, start_run
@@ -56,7 +57,7 @@ def test_reward_version_is_registered_with_metrics_lineage_and_aliases(
     assert registry.aliases("demo-rm")["candidate"] == manifest.version
     assert manifest.metrics["reward_accuracy"] == reward_run.metrics["reward_accuracy"]
     lineage = manifest.lineage
-    assert lineage["data"]["preferences"]["sha256"] == file_sha256(demo_files["preferences"])
+    assert lineage["data"]["preferences"]["sha256"] == sha256_file(demo_files["preferences"])
     assert lineage["base_fingerprint"] == base_model_info(sft_settings).fingerprint
     assert lineage["config"]["train_steps"] == 150 and lineage["algorithm"] == "reward"
     assert "code_revision" in lineage

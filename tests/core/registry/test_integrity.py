@@ -40,6 +40,6 @@ def test_a_cache_filled_from_other_bytes_is_not_reused(registry: Registry, new_a
     other.fetch("summarize", 1)
     mine = registry.publish(new_adapter(seed=2), "summarize")
     folder = registry.fetch("summarize", 1)
-    from core.registry.registry import sha256_file
+    from core.hashing import sha256_file
 
     assert sha256_file(folder / "adapter_model.safetensors") == mine.files["adapter_model.safetensors"].sha256

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from core.errors import NotFound
+from core.hashing import sha256_file
 from core.registry import Registry
-from core.registry.registry import sha256_file
 
 
 def test_publish_records_what_the_adapter_is(registry: Registry, adapter_dir, base_info):

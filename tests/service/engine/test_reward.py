@@ -11,8 +11,8 @@ from transformers import LlamaForSequenceClassification
 
 from core.base_model import load_tokenizer
 from core.errors import InvalidRequest
-from service.engine import SamplingParams
 from core.reward_format import reward_input_ids
+from service.engine import SamplingParams
 
 from .test_generation import prompt, run
 
