@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Annotated, TypeVar
 
+import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
@@ -21,7 +22,7 @@ from service.openai.protocol import (
     CompletionResponse,
     ModelList,
 )
-from service.openai.serving import OpenAIServing
+from service.openai.serving import Generation, OpenAIServing
 from service.state import ServiceState, get_state
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,9 @@ async def _unless_disconnected(request: Request, work: Awaitable[T], timeout: fl
         task.cancel()
 
 
-def _sse(chunks: AsyncIterator[dict], timeout: float) -> StreamingResponse:
-    """Server-sent events in OpenAI's framing; an error mid-stream is sent as an event."""
+def _sse(chunks: AsyncGenerator[dict, None], generation: Generation, timeout: float) -> StreamingResponse:
+    """Server-sent events in OpenAI's framing; an error mid-stream is sent as an event.
+    However the stream ends, the generation is closed, which frees its batch row."""
 
     async def body() -> AsyncIterator[str]:
         try:
@@ -67,7 +69,11 @@ def _sse(chunks: AsyncIterator[dict], timeout: float) -> StreamingResponse:
         except LoraloopError as e:
             yield f"data: {domain_error_response(e).body.decode()}\n\n"
         finally:
-            await chunks.aclose()
+            # On a client disconnect this task is cancelled, and anyio re-raises the
+            # cancellation at every await: shield the close so the engine frees the row now.
+            with anyio.CancelScope(shield=True):
+                await chunks.aclose()
+                await generation.events.aclose()  # closing ``chunks`` leaves inner iterators open
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(
@@ -82,7 +88,7 @@ async def create_completion(body: CompletionRequest, request: Request, _: InferC
     generation = await serving.start_completion(body)
     timeout = state.settings.request_timeout_seconds
     if body.stream:
-        return _sse(serving.completion_chunks(body, generation), timeout)
+        return _sse(serving.completion_chunks(body, generation), generation, timeout)
     return await _unless_disconnected(request, serving.completion(body, generation), timeout)
 
 
@@ -93,7 +99,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
     generation = await serving.start_chat(body)
     timeout = state.settings.request_timeout_seconds
     if body.stream:
-        return _sse(serving.chat_chunks(body, generation), timeout)
+        return _sse(serving.chat_chunks(body, generation), generation, timeout)
     return await _unless_disconnected(request, serving.chat(body, generation), timeout)
 
 

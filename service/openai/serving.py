@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from core.names import parse_ref
-from service.engine import Engine, SamplingParams, TokenEvent
+from service.engine import Engine, SamplingParams, TokenEvent, TokenStream
 from service.metrics import ServiceMetrics
 from service.openai.protocol import (
     ChatChoice,
@@ -58,14 +58,14 @@ CompletionSink = Callable[[CompletionRecord], None]
 
 
 @dataclass
-class _Generation:
+class Generation:
     """A generation in progress: the request's events plus what the response needs."""
 
     id: str
     prompt: str
     prompt_ids: list[int]
     params: SamplingParams
-    events: AsyncIterator[TokenEvent]
+    events: TokenStream
     started: float
 
 
@@ -119,19 +119,19 @@ class OpenAIServing:
             ignore_eos=request.ignore_eos,
         )
 
-    async def _start(self, prompt: str, prompt_ids: list[int], model: str, params: SamplingParams, prefix: str) -> _Generation:
+    async def _start(self, prompt: str, prompt_ids: list[int], model: str, params: SamplingParams, prefix: str) -> Generation:
         started = time.monotonic()
         events = await self.engine.submit(prompt_ids, self.adapter_of(model), params)
-        return _Generation(new_id(prefix), prompt, prompt_ids, params, events, started)
+        return Generation(new_id(prefix), prompt, prompt_ids, params, events, started)
 
-    async def start_completion(self, request: CompletionRequest) -> _Generation:
+    async def start_completion(self, request: CompletionRequest) -> Generation:
         prompt = request.prompt
         assert isinstance(prompt, str)  # the protocol validator reduced it to one string
         prompt_ids = self.tokenizer(prompt)["input_ids"]
         params = self._sampling(request, request.max_tokens, request.logprobs)
         return await self._start(prompt, prompt_ids, request.model, params, "cmpl")
 
-    async def start_chat(self, request: ChatCompletionRequest) -> _Generation:
+    async def start_chat(self, request: ChatCompletionRequest) -> Generation:
         messages = [m.model_dump() for m in request.messages]
         prompt_ids = self.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, tokenize=True, return_dict=False
@@ -142,7 +142,7 @@ class OpenAIServing:
         params = self._sampling(request, max_tokens, logprobs)
         return await self._start(prompt, list(prompt_ids), request.model, params, "chatcmpl")
 
-    async def _observed(self, generation: _Generation) -> AsyncIterator[TokenEvent]:
+    async def _observed(self, generation: Generation) -> AsyncIterator[TokenEvent]:
         """The events, measured for /metrics and logged when finished."""
         name = self.metrics.model_name
         last = generation.started
@@ -159,7 +159,7 @@ class OpenAIServing:
                 self._finished(generation, event, "".join(text), now_)
             yield event
 
-    def _finished(self, generation: _Generation, event: TokenEvent, text: str, at: float) -> None:
+    def _finished(self, generation: Generation, event: TokenEvent, text: str, at: float) -> None:
         assert event.usage is not None
         name = self.metrics.model_name
         seconds = at - generation.started
@@ -198,10 +198,10 @@ class OpenAIServing:
 
     # --- responses: completions ---
 
-    def _logging_id(self, generation: _Generation) -> str | None:
+    def _logging_id(self, generation: Generation) -> str | None:
         return generation.id if self.completion_sink is not None else None
 
-    async def completion(self, request: CompletionRequest, generation: _Generation) -> CompletionResponse:
+    async def completion(self, request: CompletionRequest, generation: Generation) -> CompletionResponse:
         events = [e async for e in self._observed(generation)]
         last = events[-1]
         assert last.usage is not None
@@ -226,7 +226,7 @@ class OpenAIServing:
             completion_id=self._logging_id(generation),
         )
 
-    async def completion_chunks(self, request: CompletionRequest, generation: _Generation) -> AsyncIterator[dict]:
+    async def completion_chunks(self, request: CompletionRequest, generation: Generation) -> AsyncIterator[dict]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         created = now()
         async for e in self._observed(generation):
@@ -258,7 +258,7 @@ class OpenAIServing:
             content.append(ChatTokenLogprob(token=token, logprob=e.logprob or 0.0, bytes=list(token.encode()), top_logprobs=top))
         return ChatLogprobs(content=content)
 
-    async def chat(self, request: ChatCompletionRequest, generation: _Generation) -> ChatCompletionResponse:
+    async def chat(self, request: ChatCompletionRequest, generation: Generation) -> ChatCompletionResponse:
         events = [e async for e in self._observed(generation)]
         last = events[-1]
         return ChatCompletionResponse(
@@ -274,7 +274,7 @@ class OpenAIServing:
             completion_id=self._logging_id(generation),
         )
 
-    async def chat_chunks(self, request: ChatCompletionRequest, generation: _Generation) -> AsyncIterator[dict]:
+    async def chat_chunks(self, request: ChatCompletionRequest, generation: Generation) -> AsyncIterator[dict]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         created = now()
         first = True
