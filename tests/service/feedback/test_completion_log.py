@@ -74,3 +74,20 @@ def _exists(store: Store, completion_id: str) -> bool:
         return True
     except NotFound:
         return False
+
+
+def test_completion_logging_can_be_switched_off(settings):
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    quiet = settings.model_copy(update={"log_completions": False})
+    with TestClient(create_app(quiet)) as client:
+        response = client.post("/v1/completions", json={"model": "base", "prompt": "hi", "max_tokens": 2})
+        assert response.status_code == 200 and response.json()["completion_id"] is None
+    with TestClient(create_app(settings)) as client:
+        logged = client.post("/v1/completions", json={"model": "base", "prompt": "hi", "max_tokens": 2}).json()
+        assert logged["completion_id"].startswith("cmpl-")
+        body = {"use_case": "demo", "completion_ids": [logged["completion_id"], "cmpl-other"], "choice": 0}
+        # the id is known to the store as soon as the response is out (the log is flushed first)
+        assert "cmpl-other" in client.post("/v1/feedback", json=body).json()["error"]["message"]
