@@ -371,9 +371,9 @@ class Engine:
         return key
 
     def _load_weights(self, key: AdapterKey) -> AdapterWeights:
-        """Fetch (disk cache, else registry; sha256-checked) and read one version (I/O pool)."""
+        """Fetch (disk cache, else registry; sha256-checked) and read one version (I/O pool).
+        Only reached through ``_acquire`` or ``_warm``, which have checked the manifest."""
         manifest = self.follower.manifest(key)
-        check_manifest(manifest, self.base_info, self.settings.max_lora_rank)
         folder = self.registry.fetch(key.adapter, key.version)
         weights = read_adapter(
             folder,
