@@ -49,7 +49,9 @@ def build_state(settings: Settings) -> ServiceState:
         registry=registry,
         engine=engine,
         metrics=metrics,
-        authenticator=Authenticator(settings.api_keys),
+        authenticator=Authenticator(
+            settings.api_keys, allow_open_access=settings.allow_open_access
+        ),
         openai=OpenAIServing(
             engine, metrics, completion_sink=completion_log.submit if completion_log else None
         ),

@@ -1,8 +1,10 @@
 """API keys with scopes. ``Authorization: Bearer <key>``, as OpenAI clients send it.
 
-With no keys configured the server is open, and ``check_bind`` only lets it listen on
-loopback unless ``allow_open_access`` says otherwise. Keys are compared in constant time and
-never logged; a caller is logged by its key's name.
+With no keys configured the server is open to loopback clients only, unless
+``allow_open_access`` says otherwise. The app enforces this on every request, whatever server
+runs it (``uvicorn --factory service.app:create_app --host 0.0.0.0`` included); ``check_bind``
+also refuses to start ``python -m service`` on such an address, so the mistake shows at once.
+Keys are compared in constant time and never logged; a caller is logged by its key's name.
 """
 
 from __future__ import annotations
@@ -22,16 +24,24 @@ OPEN_CALLER = "anonymous"
 
 
 class Authenticator:
-    def __init__(self, keys: list[ApiKey]):
+    def __init__(self, keys: list[ApiKey], *, allow_open_access: bool = False):
         self._keys = [(k.key.get_secret_value().encode(), k) for k in keys]
+        self._allow_open_access = allow_open_access
 
     @property
     def open(self) -> bool:
         return not self._keys
 
-    def caller(self, authorization: str | None, scope: Scope) -> str:
-        """The name of the key allowed to use ``scope``; HTTPException 401/403 otherwise."""
+    def caller(self, authorization: str | None, scope: Scope, client_host: str | None) -> str:
+        """The name of the key allowed to use ``scope``; HTTPException 401/403 otherwise.
+        ``client_host`` is the peer's address: an open API answers only loopback peers."""
         if self.open:
+            if not self._allow_open_access and not is_loopback(client_host or ""):
+                raise HTTPException(
+                    403,
+                    "this server has no API keys, so it answers only clients on its own machine: "
+                    "set LORALOOP_API_KEYS (or LORALOOP_ALLOW_OPEN_ACCESS=true to serve an open API)",
+                )
             return OPEN_CALLER
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
@@ -56,7 +66,8 @@ def require(scope: Scope):
 
     def dependency(request: Request) -> str:
         authenticator: Authenticator = request.app.state.authenticator
-        return authenticator.caller(request.headers.get("authorization"), scope)
+        client_host = request.client.host if request.client else None
+        return authenticator.caller(request.headers.get("authorization"), scope, client_host)
 
     return Depends(dependency)
 

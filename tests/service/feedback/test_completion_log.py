@@ -10,6 +10,9 @@ from service.completion_log import CompletionLogWriter
 from service.metrics import ServiceMetrics
 from service.openai.serving import CompletionRecord
 
+# An open (keyless) app answers only loopback peers; the test client's default peer is not one.
+LOOPBACK = ("127.0.0.1", 50000)
+
 
 def record(i: int, adapter: str | None = "summarize@2") -> CompletionRecord:
     return CompletionRecord(
@@ -82,10 +85,10 @@ def test_completion_logging_can_be_switched_off(settings):
     from service.app import create_app
 
     quiet = settings.model_copy(update={"log_completions": False})
-    with TestClient(create_app(quiet)) as client:
+    with TestClient(create_app(quiet), client=LOOPBACK) as client:
         response = client.post("/v1/completions", json={"model": "base", "prompt": "hi", "max_tokens": 2})
         assert response.status_code == 200 and response.json()["completion_id"] is None
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), client=LOOPBACK) as client:
         logged = client.post("/v1/completions", json={"model": "base", "prompt": "hi", "max_tokens": 2}).json()
         assert logged["completion_id"].startswith("cmpl-")
         body = {"use_case": "demo", "completion_ids": [logged["completion_id"], "cmpl-other"], "choice": 0}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from fastapi.testclient import TestClient
 
 from core.settings import Settings
+from service.app import create_app
 from service.auth import check_bind
 from tests.service.http.conftest import API_KEYS
 
@@ -28,3 +30,26 @@ def test_keys_or_an_explicit_opt_in_allow_other_addresses():
 def test_short_keys_are_refused():
     with pytest.raises(ValueError, match="16 characters"):
         Settings(api_keys=[{"name": "x", "key": "short", "scopes": ["infer"]}])
+
+
+def _status_from(settings: Settings, client_host: str) -> int:
+    """The status of an inference call made from ``client_host``, whatever server runs the app
+    (the ASGI scope's peer address is all the app sees of the connection)."""
+    with TestClient(create_app(settings), client=(client_host, 50000)) as http:
+        body = {"model": "base", "prompt": "hi", "max_tokens": 1}
+        response = http.post("/v1/completions", json=body)
+        if response.status_code == 403:
+            assert "LORALOOP_API_KEYS" in response.json()["error"]["message"]
+        return response.status_code
+
+
+def test_an_open_app_refuses_clients_beyond_loopback_whatever_server_runs_it(settings):
+    # `uvicorn --factory service.app:create_app --host 0.0.0.0` never calls check_bind: the app
+    # itself must refuse network peers when no keys are configured.
+    assert _status_from(settings, "192.0.2.10") == 403
+    assert _status_from(settings, "127.0.0.1") == 200
+
+
+def test_an_explicitly_open_app_answers_every_client(settings):
+    opened = settings.model_copy(update={"allow_open_access": True})
+    assert _status_from(opened, "192.0.2.10") == 200
