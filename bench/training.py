@@ -37,7 +37,7 @@ from peft import get_peft_model
 from torch import Tensor, nn
 
 from bench.models import build_bench_llama
-from core.base_model import load_base_model, load_tokenizer
+from core.base.checkpoint import load_base_model, load_tokenizer
 from core.settings import Settings
 from training import ppo
 from training.batching import encode_prompts

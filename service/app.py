@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from core.base_model import base_model_info
+from core.base.folders import base_model_info
 from core.registry import open_registry
 from core.settings import Settings
 from core.store import Store

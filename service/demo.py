@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from core.base_model import TINY_LLAMA, BaseModelInfo
+from core.base.folders import TINY_LLAMA
+from core.base.info import BaseModelInfo
 from core.registry import Registry
 from core.settings import Settings
 

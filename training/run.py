@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 
-from core.base_model import BaseModelInfo, base_model_info, resolve_device
+from core.base.checkpoint import resolve_device
+from core.base.folders import base_model_info
+from core.base.info import BaseModelInfo
 from core.errors import NotFound
 from core.settings import Settings
 from training.config import TrainConfig, config_dict, is_folder_ref

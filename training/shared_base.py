@@ -258,6 +258,6 @@ def sequence_logprobs(
 
 def load_shared_base(settings, tokenizer: PreTrainedTokenizerBase | None = None) -> SharedBase:
     """The configured base model (core.base_model) wrapped for adapters."""
-    from core.base_model import load_base_model, load_tokenizer
+    from core.base.checkpoint import load_base_model, load_tokenizer
 
     return SharedBase(load_base_model(settings), tokenizer or load_tokenizer(settings))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from core.base_model import BaseModelInfo
+from core.base.info import BaseModelInfo
 from core.registry.local_store import LocalObjectStore
 from core.registry.manifest import AdapterKind, AliasRecord, FileEntry, Manifest
 from core.registry.object_store import ObjectStore

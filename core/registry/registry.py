@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from core.base_model import BaseModelInfo
+from core.base.info import BaseModelInfo
 from core.errors import Conflict, IntegrityError, InvalidAdapter, NotFound
 from core.hashing import sha256_file
 from core.names import AdapterRef, parse_ref, validate_alias, validate_name

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from core.base_model import BaseModelInfo
+from core.base.info import BaseModelInfo
 from core.errors import InvalidAdapter
 from core.registry.manifest import AdapterKind
 

@@ -22,7 +22,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol
 
-from core.base_model import BaseModelInfo
+from core.base.info import BaseModelInfo
 from core.errors import Conflict, InvalidAdapter, InvalidRequest
 from service.engine.events import EngineEvents, NoEvents
 from service.engine.lora import LoraModel

@@ -22,7 +22,9 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from core.base_model import BaseModelInfo, base_model_info, load_base_model, load_tokenizer
+from core.base.checkpoint import load_base_model, load_tokenizer
+from core.base.folders import base_model_info
+from core.base.info import BaseModelInfo
 from core.errors import InvalidRequest, LoraloopError, Overloaded
 from core.registry import Manifest, Registry
 from core.reward_format import reward_input_ids

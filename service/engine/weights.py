@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from core.base_model import BaseModelInfo
+from core.base.info import BaseModelInfo
 from core.errors import InvalidAdapter
 from core.registry.manifest import AdapterKind
 from core.registry.validation import (

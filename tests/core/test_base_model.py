@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from core.base_model import (
-    base_model_info,
-    build_tiny_llama,
-    load_base_model,
-    load_tokenizer,
-)
+from core.base.checkpoint import load_base_model, load_tokenizer
+from core.base.folders import base_model_info
+from core.base.info import BaseModelInfo
+from core.base.tiny_llama import build_tiny_llama
 from core.settings import Settings
 
 
@@ -79,3 +81,27 @@ def test_a_missing_checkpoint_folder_is_a_clear_error(tmp_path):
         assert "config.json" in str(e) and "nope" in str(e)
     else:
         raise AssertionError("expected FileNotFoundError")
+
+
+def test_the_fingerprint_read_from_config_json_equals_the_one_transformers_derives(tmp_path):
+    # A Llama-2-7b-hf config.json names neither head_dim nor (in older copies) the KV heads:
+    # both must be derived as LlamaConfig derives them, or its adapters would stop matching.
+    llama2 = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+        "intermediate_size": 11008, "num_attention_heads": 32, "num_hidden_layers": 32,
+        "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(llama2))
+    from_json = BaseModelInfo.from_folder("llama2", tmp_path)
+    from_transformers = BaseModelInfo.from_config("llama2", AutoConfig.from_pretrained(tmp_path))
+    assert from_json == from_transformers
+    assert from_json.projections["k_proj"] == (4096, 4096)
+
+
+def test_the_registry_and_its_cli_import_neither_torch_nor_transformers():
+    code = (
+        "import sys, core.registry, training.cli_registry; "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

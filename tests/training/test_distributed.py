@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from core.base_model import base_model_info
+from core.base.folders import base_model_info
 from core.registry import open_registry
 from training import reward
 from training.config import RewardConfig

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.base_model import base_model_info
+from core.base.folders import base_model_info
 from core.registry import open_registry
 from tests.training.helpers import assert_adapter_changed, assert_base_unchanged, base_weights
 from training import ppo

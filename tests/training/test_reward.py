@@ -11,7 +11,8 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import LlamaForSequenceClassification
 
-from core.base_model import base_model_info, load_tokenizer
+from core.base.checkpoint import load_tokenizer
+from core.base.folders import base_model_info
 from core.hashing import sha256_file
 from core.registry import open_registry
 from core.reward_format import reward_input_ids

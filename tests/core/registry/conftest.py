@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.base_model import BaseModelInfo
+from core.base.info import BaseModelInfo
 from core.registry import Registry, open_registry
 from core.settings import Settings
 from tests.adapters import make_adapter

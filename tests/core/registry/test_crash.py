@@ -14,7 +14,7 @@ from core.registry import Registry
 PUBLISHER = textwrap.dedent(
     """
     import sys, time
-    from core.base_model import base_model_info
+    from core.base.folders import base_model_info
     from core.registry import open_registry
     from core.settings import Settings
 

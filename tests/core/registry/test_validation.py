@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from core.base_model import tiny_llama_config
+from core.base.tiny_llama import tiny_llama_config
 from core.errors import InvalidAdapter, InvalidName
 from core.registry import Registry, open_registry
 from tests.adapters import make_adapter
@@ -36,7 +36,7 @@ def test_an_adapter_for_another_base_model_is_refused(registry: Registry, tmp_pa
 def test_a_version_registered_for_another_base_is_refused_at_fetch(
     registry_settings, registry: Registry, tmp_path, other_base_dir, settings
 ):
-    from core.base_model import base_model_info
+    from core.base.folders import base_model_info
 
     other_settings = updated(settings, base_model=str(other_base_dir), base_model_id="other")
     other_registry = open_registry(registry_settings, base_model_info(other_settings))

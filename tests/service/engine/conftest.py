@@ -10,7 +10,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
-from core.base_model import BaseModelInfo
+from core.base.info import BaseModelInfo
 from core.registry import Registry, open_registry
 from core.settings import Settings
 

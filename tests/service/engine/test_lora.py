@@ -9,7 +9,8 @@ import torch
 from peft import PeftModel
 from transformers import LlamaForCausalLM
 
-from core.base_model import BaseModelInfo, load_base_model
+from core.base.checkpoint import load_base_model
+from core.base.info import BaseModelInfo
 from core.errors import InvalidAdapter
 from core.settings import Settings
 from service.engine.lora import ALL_PROJECTIONS, LoraModel

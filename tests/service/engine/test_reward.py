@@ -9,7 +9,7 @@ import torch
 from peft import PeftModel
 from transformers import LlamaForSequenceClassification
 
-from core.base_model import load_tokenizer
+from core.base.checkpoint import load_tokenizer
 from core.errors import InvalidRequest
 from core.reward_format import reward_input_ids
 from service.engine import SamplingParams

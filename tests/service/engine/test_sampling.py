@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from core.base_model import load_tokenizer
+from core.base.checkpoint import load_tokenizer
 from service.engine.sampling import SamplingParams, choose_tokens, mask_top_k, mask_top_p
 from service.engine.text import IncrementalDecoder, StopMatcher
 

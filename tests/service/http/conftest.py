@@ -15,7 +15,7 @@ import httpx
 import pytest
 import uvicorn
 
-from core.base_model import base_model_info
+from core.base.folders import base_model_info
 from core.registry import open_registry
 from core.settings import Settings
 from service.app import create_app

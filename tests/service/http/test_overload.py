@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.base_model import base_model_info
+from core.base.folders import base_model_info
 from core.registry import open_registry
 from core.settings import Settings
 from tests.adapters import make_adapter
