@@ -27,6 +27,11 @@ class Conflict(LoraloopError):
     """A compare-and-swap lost against a concurrent writer (HTTP 409)."""
 
 
+class LeaseLost(Conflict):
+    """A job runner wrote to a job it no longer holds (re-queued, claimed again or finished):
+    it must stop working on it (HTTP 409)."""
+
+
 class InvalidAdapter(LoraloopError, ValueError):
     """An adapter folder or artifact that cannot be used: bad config, pickle weights,
     a different base model, a rank or target module the engine does not allow (HTTP 422)."""
