@@ -54,8 +54,9 @@ class FeedbackService:
 
     def add(self, body: FeedbackCreateRequest, idempotency_key: str | None, caller: str) -> FeedbackPublic:
         if body.completion_ids and self.completion_log is not None:
-            # A completion served a moment ago may still sit in the log writer's queue.
-            self.completion_log.flush()
+            # A completion served a moment ago may still sit in the log writer's queue: wait
+            # for those named here, not for the whole queue (busy under steady traffic).
+            self.completion_log.wait_for(i for i in body.completion_ids if isinstance(i, str))
         new = FeedbackCreate(
             use_case=body.use_case, choice=body.choice, prompt=body.prompt,
             candidates=tuple(body.candidates) if body.candidates else None,
