@@ -45,6 +45,14 @@ class RegistryUnavailable(LoraloopError):
     """The registry backend cannot be reached (HTTP 503)."""
 
 
+class TooLarge(LoraloopError):
+    """A request over a configured size limit; the message names the limit (HTTP 413)."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
 class Overloaded(LoraloopError):
     """The engine's queue is full; retry later (HTTP 429)."""
 
