@@ -18,6 +18,7 @@ from training.data import (
     write_jsonl,
 )
 
+
 def test_vertex_rows_pick_the_chosen_candidate_and_skip_ties(tmp_path) -> None:
     path = write_jsonl(
         tmp_path / "v.jsonl",

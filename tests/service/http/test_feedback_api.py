@@ -14,6 +14,7 @@ import pytest
 from tests.service.http.conftest import FEEDBACK_KEY, INFER_KEY, auth
 from tests.service.http.test_errors import assert_error
 
+
 @pytest.fixture
 def labeler(base_url):
     with httpx.Client(base_url=base_url, headers=auth(FEEDBACK_KEY), timeout=60) as c:
