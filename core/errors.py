@@ -27,6 +27,11 @@ class Conflict(LoraloopError):
     """A compare-and-swap lost against a concurrent writer (HTTP 409)."""
 
 
+class LeaseLost(Conflict):
+    """A job runner wrote to a job it no longer holds (re-queued, claimed again or finished):
+    it must stop working on it (HTTP 409)."""
+
+
 class InvalidAdapter(LoraloopError, ValueError):
     """An adapter folder or artifact that cannot be used: bad config, pickle weights,
     a different base model, a rank or target module the engine does not allow (HTTP 422)."""
@@ -38,6 +43,14 @@ class IntegrityError(LoraloopError):
 
 class RegistryUnavailable(LoraloopError):
     """The registry backend cannot be reached (HTTP 503)."""
+
+
+class TooLarge(LoraloopError):
+    """A request over a configured size limit; the message names the limit (HTTP 413)."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 class Overloaded(LoraloopError):

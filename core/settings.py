@@ -137,6 +137,16 @@ class Settings(BaseSettings):
     )
     request_timeout_seconds: float = Field(300.0, gt=0, description="Longest a generation may run.")
     max_upload_bytes: int = Field(4 << 30, ge=1, description="Largest adapter upload accepted.")
+    # Feedback imports are streamed; these bound what one upload may cost (413 beyond).
+    max_import_bytes: int = Field(
+        256 << 20, ge=1, description="Largest feedback import upload, as sent (gzip or plain)."
+    )
+    max_import_decompressed_bytes: int = Field(
+        1 << 30, ge=1, description="Largest feedback import after decompression (bounds gzip bombs)."
+    )
+    max_import_line_bytes: int = Field(
+        4 << 20, ge=1, description="Longest line of a feedback import (fits any row the store accepts)."
+    )
     log_completions: bool = Field(True, description="Record every served completion in the store.")
     completion_log_queue: int = Field(
         10_000, ge=1, description="Completions waiting to be written; beyond it they are dropped."

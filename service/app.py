@@ -20,7 +20,7 @@ from service.demo import ensure_demo_adapter
 from service.engine import Engine
 from service.errors import install_error_handlers
 from service.feedback.api_router import router as feedback_router
-from service.feedback.serving import FeedbackService
+from service.feedback.serving import FeedbackService, import_limits
 from service.health import router as health_router
 from service.metrics import ServiceMetrics
 from service.openai.api_router import router as openai_router
@@ -58,7 +58,7 @@ def build_state(settings: Settings) -> ServiceState:
         adapters=AdapterService(settings, registry, engine),
         store=store,
         completion_log=completion_log,
-        feedback=FeedbackService(store, completion_log),
+        feedback=FeedbackService(store, completion_log, import_limits(settings)),
     )
 
 

@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterable
 
 from core.store import Completion, Store
 from service.metrics import ServiceMetrics
@@ -40,15 +41,28 @@ class CompletionLogWriter:
         self.store = store
         self.metrics = metrics
         self._queue: queue.Queue[CompletionRecord | None] = queue.Queue(max_queue)
+        # Ids queued and not yet written (or dropped): feedback naming one waits for it alone.
+        self._pending: set[str] = set()
+        self._written = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="loraloop-completion-log", daemon=True)
         self._thread.start()
 
     def submit(self, record: CompletionRecord) -> None:
         """Queue a record; never blocks."""
+        with self._written:
+            self._pending.add(record.id)
         try:
             self._queue.put_nowait(record)
         except queue.Full:
+            self._settle([record])
             self.metrics.completion_log_dropped.inc()
+
+    def wait_for(self, ids: Iterable[str], timeout: float = 5.0) -> bool:
+        """Wait until none of ``ids`` is still queued (each is written, or was dropped); False
+        on timeout. Records queued by other requests, before or after, are not waited for."""
+        wanted = set(ids)
+        with self._written:
+            return self._written.wait_for(lambda: not wanted & self._pending, timeout)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every record queued so far is written (or dropped); False on timeout."""
@@ -96,5 +110,11 @@ class CompletionLogWriter:
                     else:
                         time.sleep(0.1 * attempt)
         finally:
+            self._settle(batch)
             for _ in batch:
                 self._queue.task_done()
+
+    def _settle(self, records: list[CompletionRecord]) -> None:
+        with self._written:
+            self._pending.difference_update(r.id for r in records)
+            self._written.notify_all()

@@ -22,6 +22,7 @@ from core.errors import (
     Overloaded,
     RegistryUnavailable,
     TimedOut,
+    TooLarge,
 )
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ _MAPPING: list[tuple[type[LoraloopError], int, str, str]] = [
     (InvalidRequest, 400, "invalid_request_error", "invalid_value"),
     (NotFound, 404, "not_found_error", "not_found"),
     (Conflict, 409, "conflict_error", "conflict"),
+    (TooLarge, 413, "invalid_request_error", "too_large"),
     (InvalidAdapter, 422, "invalid_request_error", "invalid_adapter"),
     (Overloaded, 429, "rate_limit_error", "overloaded"),
     (IntegrityError, 502, "api_error", "integrity_error"),

@@ -14,6 +14,7 @@ from core.base.tiny_llama import build_tiny_llama
 from core.settings import Settings
 from tests.databases import *  # noqa: F403 (database_url, postgres_admin)
 from tests.s3_fixtures import *  # noqa: F403 (seaweedfs, moto_s3, s3_bucket, moto_bucket)
+from tests.shared_data import hh_rlhf  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="session")

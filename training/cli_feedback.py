@@ -8,7 +8,7 @@ from pathlib import Path
 
 from core.errors import LoraloopError
 from core.settings import Settings
-from core.store import Store
+from core.store import ImportLimits, Store
 
 
 def add_feedback_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -25,10 +25,14 @@ def add_feedback_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def feedback_command(args: argparse.Namespace) -> int:
     try:
-        with Store.from_settings(Settings()) as store:
+        settings = Settings()
+        with Store.from_settings(settings) as store:
+            # A local file: only the line length bounds memory (lines are streamed); the
+            # server's size caps guard against remote callers and do not apply here.
             report = store.feedback.import_jsonl(
                 args.file, use_case=args.use_case, fmt=args.format, labeler=args.labeler,
                 source=args.source, idempotency_key=args.idempotency_key,
+                limits=ImportLimits(max_line_bytes=settings.max_import_line_bytes),
             )
     except (LoraloopError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

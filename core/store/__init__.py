@@ -5,6 +5,7 @@ on open. Records going in and out are the plain dataclasses of ``core.store.reco
 """
 
 from core.store.db import Database, open_database
+from core.store.formats import ImportLimits
 from core.store.migrate import current_revision, head_revision, upgrade
 from core.store.records import (
     AdapterVersion,
@@ -42,6 +43,7 @@ __all__ = [
     "FeedbackCreate",
     "FeedbackSource",
     "FeedbackStats",
+    "ImportLimits",
     "ImportReport",
     "Job",
     "JobKind",

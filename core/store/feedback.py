@@ -14,7 +14,7 @@ from core.errors import Conflict, InvalidRequest, NotFound
 from core.store import importer
 from core.store.completions import prompts_and_texts
 from core.store.db import Database
-from core.store.formats import to_preference, to_vertex
+from core.store.formats import ImportLimits, to_preference, to_vertex
 from core.store.models import FeedbackRow, utcnow
 from core.store.records import (
     TIE,
@@ -83,6 +83,7 @@ class FeedbackLog:
         labeler: str | None = None,
         source: FeedbackSource | str = FeedbackSource.HUMAN,
         idempotency_key: str | None = None,
+        limits: ImportLimits = ImportLimits(),
     ) -> ImportReport:
         """Import a Vertex or TRL JSONL file (gzip or plain) as one batch; see ``importer``."""
         return importer.import_jsonl(
@@ -93,6 +94,7 @@ class FeedbackLog:
             labeler=labeler,
             source=source,
             idempotency_key=idempotency_key,
+            limits=limits,
         )
 
     def export(

@@ -17,10 +17,11 @@ import io
 import os
 import zlib
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from core.errors import InvalidRequest
+from core.errors import InvalidRequest, TooLarge
 from core.store.records import (
     TIE,
     ExportFormat,
@@ -142,16 +143,31 @@ def to_preference(prompt: str, candidates: tuple[str, str], choice: int) -> Pref
     return {"prompt": prompt, "chosen": candidates[choice], "rejected": candidates[1 - choice]}
 
 
-def read_lines(file: str | os.PathLike[str] | BinaryIO) -> Iterator[tuple[int, str | None]]:
+@dataclass(frozen=True, slots=True)
+class ImportLimits:
+    """Bounds on reading one import file; going past one raises TooLarge naming its setting.
+
+    Lines are read one at a time through a bounded buffer, so memory stays within a few lines
+    however large the file or its decompressed stream.
+    """
+
+    max_decompressed_bytes: int | None = None  # the whole file after gunzip; None: no bound
+    max_line_bytes: int = 4 << 20  # one line, newline excluded: above any row the store accepts
+
+
+def read_lines(
+    file: str | os.PathLike[str] | BinaryIO, limits: ImportLimits = ImportLimits()
+) -> Iterator[tuple[int, str | None]]:
     """Yield (1-based line number, text) for each line of a JSONL file, gzip or plain.
 
     Gzip is recognised by its magic bytes, not the file name, so uploads work too. A line
     that is not UTF-8 yields text None (the caller rejects it and goes on). A broken gzip
-    stream raises InvalidRequest: the rest of the file cannot be read.
+    stream raises InvalidRequest: the rest of the file cannot be read. A line or a file over
+    ``limits`` raises TooLarge.
     """
     if isinstance(file, str | os.PathLike):
         with Path(file).open("rb") as handle:
-            yield from read_lines(handle)
+            yield from read_lines(handle, limits)
         return
     # Look at the magic bytes without consuming them: seek back where the file allows it
     # (uploads are BytesIO or SpooledTemporaryFile, which cannot be wrapped in a
@@ -165,9 +181,15 @@ def read_lines(file: str | os.PathLike[str] | BinaryIO) -> Iterator[tuple[int, s
         stream = io.BufferedReader(cast(Any, file))
         magic = stream.peek(2)[:2]
     if magic == GZIP_MAGIC:
+        # GzipFile inflates in bounded steps as lines are read: a bomb never sits in memory.
         stream = gzip.GzipFile(fileobj=stream, mode="rb")  # an upload says "w+b": read it
+    total = 0
+    number = 0
     try:
-        for number, raw in enumerate(stream, start=1):
+        while raw := stream.readline(limits.max_line_bytes + 1):
+            number += 1
+            total += len(raw)
+            _check_limits(number, raw, total, limits)
             try:
                 # utf-8-sig drops a byte-order mark some editors put on the first line.
                 yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
@@ -175,6 +197,21 @@ def read_lines(file: str | os.PathLike[str] | BinaryIO) -> Iterator[tuple[int, s
                 yield number, None
     except (OSError, EOFError, zlib.error) as exc:
         raise InvalidRequest(f"file: cannot read the gzip stream ({exc})", param="file") from exc
+
+
+def _check_limits(number: int, raw: bytes, total: int, limits: ImportLimits) -> None:
+    if len(raw) > limits.max_line_bytes and not raw.endswith(b"\n"):
+        raise TooLarge(
+            f"file: line {number} is longer than max_import_line_bytes "
+            f"({limits.max_line_bytes} bytes); is it a JSON lines file?",
+            param="file",
+        )
+    if limits.max_decompressed_bytes is not None and total > limits.max_decompressed_bytes:
+        raise TooLarge(
+            f"file: over max_import_decompressed_bytes ({limits.max_decompressed_bytes} bytes "
+            "of JSON lines after decompression); split it into several imports",
+            param="file",
+        )
 
 
 def _require(row: Mapping[str, Any], *fields: str) -> None:

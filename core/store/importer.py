@@ -1,9 +1,11 @@
 """Bulk import of preference files: one file is one batch and one transaction.
 
-Every line is parsed and validated before the transaction starts: bad lines are reported with
-their line number and reason, good lines are inserted together. A crash mid-import leaves
-nothing of the batch in the store, and the write lock (SQLite) is held only while inserting,
-not while parsing.
+The file is streamed twice over bounded memory. First every line is parsed and validated:
+bad lines are reported with their line number and reason, good lines go to a spool (a
+temporary file: memory up to a few MB, then disk). Then the spool is inserted in bounded
+chunks inside one transaction. A crash or an error mid-import leaves nothing of the batch in
+the store, and the write lock (SQLite) is held only while inserting, not while parsing.
+``ImportLimits`` bound the line length and the decompressed size (TooLarge).
 
 With an idempotency key the batch can be retried safely: line N is stored under the key
 ``"<key>:<N>"``, so a retry of an import that did commit finds every row already there and
@@ -12,10 +14,13 @@ inserts none twice.
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
-from collections.abc import Iterator, Sequence
-from typing import BinaryIO, TypeVar
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict
+from typing import IO, BinaryIO
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import Conflict, InvalidRequest
 from core.store.db import Database
-from core.store.formats import FIELD_NAMES, detect_format, parse_row, read_lines
+from core.store.formats import FIELD_NAMES, ImportLimits, detect_format, parse_row, read_lines
 from core.store.models import FeedbackRow, utcnow
 from core.store.records import ExportFormat, FeedbackSource, ImportReport, RejectedRow
 from core.store.validation import (
@@ -38,9 +43,9 @@ from core.store.validation import (
 
 MAX_REPORTED_REJECTIONS = 1000
 INSERT_CHUNK_ROWS = 500  # rows per INSERT statement and per idempotency-key lookup
+INSERT_CHUNK_BYTES = 16 << 20  # and at most this much spooled JSON per chunk
+SPOOL_MEMORY_BYTES = 4 << 20  # valid rows beyond this spill to a temporary file
 _KEY_PREFIX_CHARS = MAX_IDEMPOTENCY_KEY_CHARS - 12  # room for ":<line number>"
-
-T = TypeVar("T")
 
 
 def import_jsonl(
@@ -52,11 +57,13 @@ def import_jsonl(
     labeler: str | None = None,
     source: FeedbackSource | str = FeedbackSource.HUMAN,
     idempotency_key: str | None = None,
+    limits: ImportLimits = ImportLimits(),
 ) -> ImportReport:
     """Import a JSONL file, Vertex or TRL (``fmt=None``: detected from the first JSON object).
 
     Raises InvalidRequest for a problem with the whole request (bad use case, unknown format,
-    empty or unreadable file); problems with single lines go into the report instead.
+    empty or unreadable file) and TooLarge for a file over ``limits``; nothing is stored then.
+    Problems with single lines go into the report instead.
     """
     check_use_case(use_case)
     parse_source(source)
@@ -67,41 +74,68 @@ def import_jsonl(
     if fmt is not None and fmt not in FIELD_NAMES:
         raise InvalidRequest(f"format must be 'vertex' or 'trl', got {fmt!r}", param="format")
 
-    fmt, valid, rejected = _parse(file, fmt, use_case, labeler, source, idempotency_key)
-    inserted, duplicates, conflicts = _insert(database, valid)
-    rejected = sorted(rejected + conflicts, key=lambda r: r.line)
+    with tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES) as spool:
+        fmt, rejected = _parse(file, limits, spool, fmt, use_case, labeler, source, idempotency_key)
+        spool.seek(0)
+        inserted, duplicates, conflicts = _insert(database, _spooled_chunks(spool))
+    rejected.extend(conflicts)
     return ImportReport(
         format=fmt,
         accepted=inserted + duplicates,
         duplicates=duplicates,
-        rejected_count=len(rejected),
-        rejected=rejected[:MAX_REPORTED_REJECTIONS],
+        rejected_count=rejected.count,
+        rejected=rejected.first(),
     )
+
+
+class _Rejections:
+    """A count of rejected lines and the first ``MAX_REPORTED_REJECTIONS`` of them by line
+    number: a file of a million bad lines must not hold a million reasons in memory."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._kept: list[RejectedRow] = []
+
+    def add(self, row: RejectedRow) -> None:
+        """Rows arrive in line order (per source): later ones past the cap are only counted."""
+        self.count += 1
+        if len(self._kept) < MAX_REPORTED_REJECTIONS:
+            self._kept.append(row)
+
+    def extend(self, other: _Rejections) -> None:
+        self.count += other.count
+        merged = heapq.merge(self._kept, other._kept, key=lambda r: r.line)
+        self._kept = list(merged)[:MAX_REPORTED_REJECTIONS]
+
+    def first(self) -> list[RejectedRow]:
+        return list(self._kept)
 
 
 def _parse(
     file: str | os.PathLike[str] | BinaryIO,
+    limits: ImportLimits,
+    spool: IO[bytes],
     fmt: ExportFormat | None,
     use_case: str,
     labeler: str | None,
     source: FeedbackSource | str,
     idempotency_key: str | None,
-) -> tuple[ExportFormat, list[tuple[int, ValidFeedback]], list[RejectedRow]]:
-    valid: list[tuple[int, ValidFeedback]] = []
-    rejected: list[RejectedRow] = []
-    for number, text in read_lines(file):
+) -> tuple[ExportFormat, _Rejections]:
+    """Validate every line; write the valid ones to ``spool`` (one JSON line each)."""
+    rejected = _Rejections()
+    for number, text in read_lines(file, limits):
         if text is None:
-            rejected.append(RejectedRow(number, "not UTF-8 text"))
+            rejected.add(RejectedRow(number, "not UTF-8 text"))
             continue
         if not text.strip():
             continue  # blank lines (a trailing newline, say) are not rows
         try:
             row = json.loads(text)
         except json.JSONDecodeError as exc:
-            rejected.append(RejectedRow(number, f"invalid JSON: {exc.msg} at column {exc.colno}"))
+            rejected.add(RejectedRow(number, f"invalid JSON: {exc.msg} at column {exc.colno}"))
             continue
         if not isinstance(row, dict):
-            rejected.append(RejectedRow(number, "not a JSON object"))
+            rejected.add(RejectedRow(number, "not a JSON object"))
             continue
         if fmt is None:
             fmt = detect_format(row)
@@ -116,24 +150,51 @@ def _parse(
             new = parse_row(
                 fmt, row, use_case=use_case, labeler=labeler, source=source, idempotency_key=key
             )
-            valid.append((number, validate_feedback(new, names=FIELD_NAMES[fmt])))
+            spool.write(_to_spool(number, validate_feedback(new, names=FIELD_NAMES[fmt])))
         except InvalidRequest as exc:
-            rejected.append(RejectedRow(number, str(exc)))
+            rejected.add(RejectedRow(number, str(exc)))
     if fmt is None:
         raise InvalidRequest("file: holds no JSON object lines", param="file")
-    return fmt, valid, rejected
+    return fmt, rejected
+
+
+def _to_spool(number: int, valid: ValidFeedback) -> bytes:
+    return json.dumps([number, asdict(valid)], separators=(",", ":")).encode() + b"\n"
+
+
+def _from_spool(line: bytes) -> tuple[int, ValidFeedback]:
+    number, fields = json.loads(line)
+    fields["candidates"] = tuple(fields["candidates"])
+    fields["completion_ids"] = tuple(fields["completion_ids"])
+    fields["source"] = FeedbackSource(fields["source"])
+    return number, ValidFeedback(**fields)
+
+
+def _spooled_chunks(spool: IO[bytes]) -> Iterator[list[tuple[int, ValidFeedback]]]:
+    """The spooled rows in chunks of at most INSERT_CHUNK_ROWS rows and about
+    INSERT_CHUNK_BYTES of JSON."""
+    chunk: list[tuple[int, ValidFeedback]] = []
+    size = 0
+    for line in spool:
+        chunk.append(_from_spool(line))
+        size += len(line)
+        if len(chunk) >= INSERT_CHUNK_ROWS or size >= INSERT_CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
 
 
 def _insert(
-    database: Database, rows: Sequence[tuple[int, ValidFeedback]]
-) -> tuple[int, int, list[RejectedRow]]:
+    database: Database, chunks: Iterable[Sequence[tuple[int, ValidFeedback]]]
+) -> tuple[int, int, _Rejections]:
     """Insert in one transaction; returns (inserted, duplicates, key conflicts)."""
     inserted = duplicates = 0
-    conflicts: list[RejectedRow] = []
+    conflicts = _Rejections()
     now = utcnow()
     try:
         with database.write() as session:
-            for chunk in _chunks(rows, INSERT_CHUNK_ROWS):
+            for chunk in chunks:
                 known = _known_keys(session, chunk)
                 values = []
                 for number, valid in chunk:
@@ -144,7 +205,7 @@ def _insert(
                         duplicates += 1
                     else:
                         reason = f"idempotency key {valid.idempotency_key!r} was already used"
-                        conflicts.append(RejectedRow(number, reason + " for a different row"))
+                        conflicts.add(RejectedRow(number, reason + " for a different row"))
                 if values:
                     session.execute(insert(FeedbackRow), values)
                     inserted += len(values)
@@ -167,8 +228,3 @@ def _known_keys(session: Session, chunk: Sequence[tuple[int, ValidFeedback]]) ->
         FeedbackRow.use_case == use_case, FeedbackRow.idempotency_key.in_(keys)
     )
     return {key: sha for key, sha in session.execute(statement) if key is not None}
-
-
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -7,10 +7,11 @@
       │  └─reap (lost heartbeat, attempts < max_attempts)
       └─cancel──► cancelled          (running: cancel_requested, the runner finishes it)
 
-A claim increments ``attempts``; that number is the runner's lease. ``heartbeat`` and
-``finish`` take it back and raise Conflict once the job was re-queued or claimed again, so a
+A claim increments ``attempts``; that number is the runner's lease. Every write a runner
+makes (``heartbeat``, ``set_progress``, ``add_metrics``, ``add_logs``, ``finish``) takes it back
+and raises LeaseLost (a Conflict) once the job was re-queued, claimed again or finished, so a
 runner that lost its job (network partition, long GC pause) learns to stop instead of
-overwriting its successor's state.
+writing into its successor's progress, metrics and logs.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from core.errors import Conflict, InvalidRequest, NotFound
+from core.errors import Conflict, InvalidRequest, LeaseLost, NotFound
 from core.store.db import Database
 from core.store.models import JobLogRow, JobMetricRow, JobRow, utcnow
 from core.store.records import Job, JobKind, JobState, LogLine, MetricPoint
@@ -121,18 +122,18 @@ class Jobs:
 
     def heartbeat(self, job_id: str, attempt: int) -> Job:
         """Record that the runner of ``attempt`` is alive; the returned job's
-        ``cancel_requested`` tells it to stop. Conflict if the attempt lost the job."""
+        ``cancel_requested`` tells it to stop. LeaseLost if the attempt lost the job."""
         with self._db.write() as session:
             row = _leased(session, job_id, attempt)
             row.heartbeat_at = utcnow()
             return to_job(row)
 
-    def set_progress(self, job_id: str, progress: float) -> None:
-        """Progress as a fraction in [0, 1]."""
+    def set_progress(self, job_id: str, attempt: int, progress: float) -> None:
+        """Progress as a fraction in [0, 1]; LeaseLost if the attempt lost the job."""
         if not isinstance(progress, int | float) or not 0.0 <= progress <= 1.0:
             raise InvalidRequest("progress: must be a number in [0, 1]", param="progress")
         with self._db.write() as session:
-            _get(session, job_id, lock=True).progress = float(progress)
+            _leased(session, job_id, attempt).progress = float(progress)
 
     def finish(
         self,
@@ -143,7 +144,7 @@ class Jobs:
         result: Mapping[str, Any] | None = None,
         error: str | None = None,
     ) -> Job:
-        """End a running job as succeeded, failed or cancelled; Conflict if the attempt lost it.
+        """End a running job as succeeded, failed or cancelled; LeaseLost if the attempt lost it.
 
         ``result`` names what the job produced (e.g. registered versions)."""
         state = _parse(JobState, state, "state")
@@ -207,9 +208,16 @@ class Jobs:
     # --- metrics and logs ---
 
     def add_metrics(
-        self, job_id: str, step: int, values: Mapping[str, float], *, time: datetime | None = None
+        self,
+        job_id: str,
+        attempt: int,
+        step: int,
+        values: Mapping[str, float],
+        *,
+        time: datetime | None = None,
     ) -> None:
-        """Record metric values at a training step. Non-finite values are kept as NaN."""
+        """Record metric values at a training step. Non-finite values are kept as NaN.
+        LeaseLost if the attempt lost the job."""
         time = time or utcnow()
         rows = []
         for name, value in values.items():
@@ -226,7 +234,7 @@ class Jobs:
         if not rows:
             return
         with self._db.write() as session:
-            _get(session, job_id)
+            _leased(session, job_id, attempt)
             session.execute(insert(JobMetricRow), rows)
 
     def metrics(self, job_id: str, name: str | None = None) -> list[MetricPoint]:
@@ -250,8 +258,8 @@ class Jobs:
                 for r in session.scalars(statement)
             ]
 
-    def add_logs(self, job_id: str, lines: Iterable[str]) -> None:
-        """Append log lines (in order)."""
+    def add_logs(self, job_id: str, attempt: int, lines: Iterable[str]) -> None:
+        """Append log lines (in order); LeaseLost if the attempt lost the job."""
         time = utcnow()
         # PostgreSQL text cannot hold NUL; a stray one must not fail a training run.
         rows = [
@@ -261,7 +269,7 @@ class Jobs:
         if not rows:
             return
         with self._db.write() as session:
-            _get(session, job_id)
+            _leased(session, job_id, attempt)
             session.execute(insert(JobLogRow), rows)
 
     def logs(self, job_id: str, *, after: int = 0, limit: int = 1000) -> list[LogLine]:
@@ -311,9 +319,10 @@ def _get(session: Session, job_id: str, *, lock: bool = False) -> JobRow:
 
 
 def _leased(session: Session, job_id: str, attempt: int) -> JobRow:
+    """The job's row, locked, if ``attempt`` still holds it (running, not claimed since)."""
     row = _get(session, job_id, lock=True)
     if row.state != JobState.RUNNING or row.attempts != attempt:
-        raise Conflict(
+        raise LeaseLost(
             f"job {job_id} attempt {attempt} no longer holds the job "
             f"(state {row.state.value}, attempt {row.attempts}); stop working on it"
         )

@@ -118,9 +118,12 @@ def validate_feedback(
         completion_ids = (None, None)
 
     prompt = check_text(raw_prompt, name(fields[0]), MAX_PROMPT_CHARS)
+    # A logged completion may be empty (the model stopped at once): it is still what the
+    # model answered, and a labeler must be able to prefer the other one.
+    logged = new.completion_ids is not None
     candidates = (
-        check_text(candidates[0], name(fields[1]), MAX_CANDIDATE_CHARS),
-        check_text(candidates[1], name(fields[2]), MAX_CANDIDATE_CHARS),
+        check_text(candidates[0], name(fields[1]), MAX_CANDIDATE_CHARS, allow_empty=logged),
+        check_text(candidates[1], name(fields[2]), MAX_CANDIDATE_CHARS, allow_empty=logged),
     )
     if candidates[0] == candidates[1]:
         raise InvalidRequest(
@@ -173,15 +176,16 @@ def parse_source(value: object, param: str = "source") -> FeedbackSource:
         ) from None
 
 
-def check_text(value: object, param: str, max_chars: int) -> str:
-    """A non-empty string of at most ``max_chars`` that PostgreSQL and SQLite can both store.
+def check_text(value: object, param: str, max_chars: int, *, allow_empty: bool = False) -> str:
+    """A string of at most ``max_chars`` that PostgreSQL and SQLite can both store; non-empty
+    unless ``allow_empty``.
 
     Whitespace counts as content and is kept verbatim: hh-rlhf replies start with a space,
     and a few chosen replies are exactly " ".
     """
     if not isinstance(value, str):
         raise InvalidRequest(f"{param}: must be a string, got {type(value).__name__}", param=param)
-    if not value:
+    if not value and not allow_empty:
         raise InvalidRequest(f"{param}: must not be empty", param=param)
     if len(value) > max_chars:
         raise InvalidRequest(

@@ -8,7 +8,8 @@ from typing import BinaryIO
 
 from core.errors import InvalidRequest
 from core.names import parse_ref
-from core.store import AdapterVersion, Feedback, FeedbackCreate, Snapshot, Store
+from core.settings import Settings
+from core.store import AdapterVersion, Feedback, FeedbackCreate, ImportLimits, Snapshot, Store
 from core.store.records import ExportFormat
 from service.completion_log import CompletionLogWriter
 from service.feedback.protocol import (
@@ -45,17 +46,30 @@ def adapter_version(model: str, param: str) -> AdapterVersion:
     return AdapterVersion(ref.name, ref.version)
 
 
+def import_limits(settings: Settings) -> ImportLimits:
+    """What an uploaded import may expand to (``max_import_bytes`` is checked as it arrives)."""
+    return ImportLimits(
+        max_decompressed_bytes=settings.max_import_decompressed_bytes,
+        max_line_bytes=settings.max_import_line_bytes,
+    )
+
+
 class FeedbackService:
     """Blocking calls (database I/O): the router runs them in a worker thread."""
 
-    def __init__(self, store: Store, completion_log: CompletionLogWriter | None):
+    def __init__(
+        self, store: Store, completion_log: CompletionLogWriter | None,
+        import_limits: ImportLimits = ImportLimits(),
+    ):
         self.store = store
         self.completion_log = completion_log
+        self.import_limits = import_limits
 
     def add(self, body: FeedbackCreateRequest, idempotency_key: str | None, caller: str) -> FeedbackPublic:
         if body.completion_ids and self.completion_log is not None:
-            # A completion served a moment ago may still sit in the log writer's queue.
-            self.completion_log.flush()
+            # A completion served a moment ago may still sit in the log writer's queue: wait
+            # for those named here, not for the whole queue (busy under steady traffic).
+            self.completion_log.wait_for(i for i in body.completion_ids if isinstance(i, str))
         new = FeedbackCreate(
             use_case=body.use_case, choice=body.choice, prompt=body.prompt,
             candidates=tuple(body.candidates) if body.candidates else None,
@@ -70,7 +84,8 @@ class FeedbackService:
         source: str, idempotency_key: str | None,
     ) -> ImportReportPublic:
         report = self.store.feedback.import_jsonl(
-            file, use_case=use_case, fmt=fmt, labeler=labeler, source=source, idempotency_key=idempotency_key
+            file, use_case=use_case, fmt=fmt, labeler=labeler, source=source, idempotency_key=idempotency_key,
+            limits=self.import_limits,
         )
         return ImportReportPublic.model_validate(asdict(report))
 

@@ -18,14 +18,6 @@ from training.data import (
     write_jsonl,
 )
 
-HH_RLHF = (
-    Path(__file__).resolve().parents[3]
-    / "shared"
-    / "data"
-    / "hh-rlhf-harmless-base"
-    / "test.jsonl.gz"
-)
-
 
 def test_vertex_rows_pick_the_chosen_candidate_and_skip_ties(tmp_path) -> None:
     path = write_jsonl(
@@ -64,10 +56,9 @@ def test_trl_rows_explicit_implicit_and_margin(tmp_path) -> None:
     )
 
 
-@pytest.mark.skipif(not HH_RLHF.is_file(), reason="shared/ data not beside the repo")
-def test_reads_the_real_hh_rlhf_file(tmp_path) -> None:
+def test_reads_the_real_hh_rlhf_file(tmp_path, hh_rlhf: Path) -> None:
     small = tmp_path / "hh.jsonl.gz"
-    with gzip.open(HH_RLHF, "rt") as f, gzip.open(small, "wt") as out:
+    with gzip.open(hh_rlhf, "rt") as f, gzip.open(small, "wt") as out:
         for _ in range(20):
             out.write(f.readline())
     data = load_preferences(small)

@@ -52,6 +52,22 @@ def test_feedback_on_completion_ids_takes_prompt_and_texts_from_the_log(store: S
     assert stored.choice == 1
 
 
+def test_feedback_may_prefer_a_logged_completion_over_an_empty_one(store: Store) -> None:
+    store.completions.log(
+        [
+            Completion(id="cmpl-empty", prompt="Q?", text="", adapter="qa", version=1),
+            Completion(id="cmpl-full", prompt="Q?", text="an answer", adapter="qa", version=2),
+        ]
+    )
+    stored = store.feedback.add(
+        FeedbackCreate(use_case="qa", completion_ids=["cmpl-empty", "cmpl-full"], choice=1)
+    )
+    assert store.feedback.get(stored.id).candidates == ("", "an answer")
+    assert list(store.feedback.export("qa", "trl")) == [
+        {"prompt": "Q?", "chosen": "an answer", "rejected": ""}
+    ]
+
+
 def test_a_retry_with_the_same_idempotency_key_returns_the_original(store: Store) -> None:
     new = FeedbackCreate(
         use_case="qa", prompt="Q?", candidates=["x", "y"], choice=0, idempotency_key="req-1"

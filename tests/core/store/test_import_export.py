@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from core.errors import InvalidRequest
-from core.store import Store, importer
+from core.errors import InvalidRequest, TooLarge
+from core.store import ImportLimits, Store, importer
 from core.store import feedback as feedback_module
 from core.store.models import FeedbackRow
 from core.store.validation import MAX_CANDIDATE_CHARS, ValidFeedback
@@ -184,3 +185,31 @@ def test_export_checks_its_arguments_before_reading(store: Store) -> None:
         store.feedback.export("qa", "trl", include_ties=True)
     assert caught.value.param == "include_ties"
     assert list(store.feedback.export("nothing-here", "vertex")) == []
+
+
+def test_a_large_import_spills_to_disk_and_goes_in_bounded_chunks_all_or_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importer, "SPOOL_MEMORY_BYTES", 4096)  # spill the valid rows to disk
+    monkeypatch.setattr(importer, "INSERT_CHUNK_BYTES", 8192)  # chunks bounded by bytes too
+    inserted: list[int] = []
+    original = Session.execute
+
+    def record_chunk(self: Session, statement: Any, params: Any = None, *args: Any, **kw: Any) -> Any:
+        if isinstance(params, list):
+            inserted.append(len(params))
+        return original(self, statement, params, *args, **kw)
+
+    monkeypatch.setattr(Session, "execute", record_chunk)
+    rows = [{**VERTEX_GOOD, "input_text": f"q{i}"} for i in range(1000)]
+    body = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
+    report = store.feedback.import_jsonl(io.BytesIO(body), use_case="qa")
+    assert (report.accepted, count_feedback(store, "qa")) == (1000, 1000)
+    assert sum(inserted) == 1000 and max(inserted) < 200  # several small INSERTs, one transaction
+
+    bomb = gzip.compress(b"".join(json.dumps(r).encode() + b"\n" for r in rows) * 20)
+    with pytest.raises(TooLarge, match="max_import_decompressed_bytes"):
+        store.feedback.import_jsonl(
+            io.BytesIO(bomb), use_case="bomb", limits=ImportLimits(max_decompressed_bytes=1 << 20)
+        )
+    assert count_feedback(store, "bomb") == 0

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from core.errors import Conflict, InvalidRequest, NotFound
+from core.errors import Conflict, InvalidRequest, LeaseLost, NotFound
 from core.store import JobState, Store
 
 
@@ -21,10 +21,10 @@ def test_a_job_runs_from_queued_to_succeeded_with_progress_metrics_and_logs(stor
     assert (claimed.state, claimed.attempts, claimed.worker) == (JobState.RUNNING, 1, "worker-a")
     assert claimed.started_at is not None and claimed.heartbeat_at is not None
 
-    store.jobs.set_progress(job.id, 0.5)
-    store.jobs.add_metrics(job.id, 1, {"loss": 0.9, "kl": 0.01})
-    store.jobs.add_metrics(job.id, 2, {"loss": float("nan")})
-    store.jobs.add_logs(job.id, ["step 1", "step 2"])
+    store.jobs.set_progress(job.id, 1, 0.5)
+    store.jobs.add_metrics(job.id, 1, 1, {"loss": 0.9, "kl": 0.01})
+    store.jobs.add_metrics(job.id, 1, 2, {"loss": float("nan")})
+    store.jobs.add_logs(job.id, 1, ["step 1", "step 2"])
     assert store.jobs.heartbeat(job.id, attempt=1).progress == 0.5
 
     done = store.jobs.finish(job.id, 1, "succeeded", result={"versions": ["summarize@4"]})
@@ -162,7 +162,7 @@ def test_progress_and_final_states_are_checked(store: Store) -> None:
     job = store.jobs.create("dpo", "qa")
     store.jobs.claim_next("w")
     with pytest.raises(InvalidRequest):
-        store.jobs.set_progress(job.id, 1.5)
+        store.jobs.set_progress(job.id, 1, 1.5)
     with pytest.raises(InvalidRequest):
         store.jobs.finish(job.id, 1, "running")
     with pytest.raises(InvalidRequest) as caught:
@@ -172,6 +172,31 @@ def test_progress_and_final_states_are_checked(store: Store) -> None:
         store.jobs.list(state="sleeping")
     assert caught.value.param == "state"
     with pytest.raises(NotFound):
-        store.jobs.add_logs("job-missing", ["x"])
+        store.jobs.add_logs("job-missing", 1, ["x"])
     with pytest.raises(NotFound):
         store.jobs.get("job-missing")
+
+
+def test_a_runner_that_lost_its_job_cannot_write_progress_metrics_or_logs(store: Store) -> None:
+    job = store.jobs.create("ppo", "qa", max_attempts=2)
+    store.jobs.claim_next("zombie")  # attempt 1
+    store.jobs.reap_stale(0, now=store.jobs.get(job.id).heartbeat_at + timedelta(seconds=1))
+    successor = store.jobs.claim_next("successor")
+    assert successor is not None and successor.attempts == 2
+    store.jobs.set_progress(job.id, 2, 0.25)
+    reaped_log = [ln.line for ln in store.jobs.logs(job.id)]
+
+    for write in (
+        lambda: store.jobs.set_progress(job.id, 1, 0.9),
+        lambda: store.jobs.add_metrics(job.id, 1, 7, {"loss": 0.1}),
+        lambda: store.jobs.add_logs(job.id, 1, ["zombie step"]),
+    ):
+        with pytest.raises(LeaseLost, match="attempt 1 no longer holds the job"):
+            write()
+    assert store.jobs.get(job.id).progress == 0.25
+    assert store.jobs.metrics(job.id) == []
+    assert [ln.line for ln in store.jobs.logs(job.id)] == reaped_log
+
+    store.jobs.finish(job.id, 2, "succeeded")
+    with pytest.raises(LeaseLost):
+        store.jobs.add_logs(job.id, 2, ["after the end"])

@@ -94,3 +94,38 @@ def test_completion_logging_can_be_switched_off(settings):
         body = {"use_case": "demo", "completion_ids": [logged["completion_id"], "cmpl-other"], "choice": 0}
         # the id is known to the store as soon as the response is out (the log is flushed first)
         assert "cmpl-other" in client.post("/v1/feedback", json=body).json()["error"]["message"]
+
+
+class SelectivelyGatedStore(GatedStore):
+    """Batches holding a record of ``stuck`` wait for the gate; others are written at once."""
+
+    def __init__(self, store: Store, stuck: set[str]):
+        super().__init__(store)
+        self.stuck = stuck
+
+    def log(self, items):
+        items = list(items)
+        if self.stuck & {c.id for c in items}:
+            self.gate.wait(30)
+        return self._store.completions.log(items)
+
+
+def test_feedback_waits_only_for_the_completions_it_names(settings):
+    store = Store.from_settings(settings)
+    slow = record(2)
+    gated = SelectivelyGatedStore(store, {slow.id})
+    writer = CompletionLogWriter(gated, ServiceMetrics("m"), max_queue=100)
+    writer.submit(record(1))
+    assert writer.wait_for([record(1).id])
+    writer.submit(slow)  # steady traffic: the writer is busy with a batch that does not finish
+    writer.submit(record(3))
+    # A completion already written needs no wait, however busy the queue is.
+    assert writer.wait_for([record(1).id, "cmpl-never-logged"], timeout=30)
+    assert not writer.flush(0.05)
+    # One still queued is waited for (and is not there yet while its batch is stuck).
+    assert not writer.wait_for([record(3).id], timeout=0.05)
+    gated.gate.set()
+    assert writer.wait_for([record(3).id], timeout=30)
+    assert _exists(store, record(3).id) and _exists(store, slow.id)
+    writer.close()
+    store.close()

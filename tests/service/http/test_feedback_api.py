@@ -14,8 +14,6 @@ import pytest
 from tests.service.http.conftest import FEEDBACK_KEY, INFER_KEY, auth
 from tests.service.http.test_errors import assert_error
 
-HH_RLHF = Path(__file__).resolve().parents[3].parent / "shared/data/hh-rlhf-harmless-base/test.jsonl.gz"
-
 
 @pytest.fixture
 def labeler(base_url):
@@ -82,16 +80,16 @@ def test_feedback_needs_the_feedback_scope(base_url):
         assert_error(r, 403, "permission_error")
 
 
-def test_import_real_hh_rlhf_pairs_then_export_and_snapshot(labeler):
+def test_import_real_hh_rlhf_pairs_then_export_and_snapshot(labeler, hh_rlhf: Path):
     r = labeler.post("/v1/feedback/import", params={"use_case": "harmless"},
-                     files={"file": ("test.jsonl.gz", HH_RLHF.read_bytes())})
+                     files={"file": ("test.jsonl.gz", hh_rlhf.read_bytes())})
     assert r.status_code == 200, r.text
     report = r.json()
     assert (report["format"], report["accepted"], report["rejected_count"]) == ("trl", 2312, 0)
     exported = labeler.get("/v1/feedback/export", params={"use_case": "harmless", "format": "trl"})
     rows = [json.loads(line) for line in exported.text.splitlines()]
     assert len(rows) == 2312 and set(rows[0]) == {"prompt", "chosen", "rejected"}
-    original = json.loads(gzip.decompress(HH_RLHF.read_bytes()).splitlines()[0])
+    original = json.loads(gzip.decompress(hh_rlhf.read_bytes()).splitlines()[0])
     assert rows[0]["prompt"] + rows[0]["chosen"] == original["chosen"]
     snapshot = labeler.post("/v1/feedback/snapshots", json={"use_case": "harmless"}).json()
     assert snapshot["row_count"] == 2312 and len(snapshot["sha256"]) == 64
