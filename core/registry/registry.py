@@ -34,7 +34,7 @@ from core.registry.validation import ADAPTER_FILES, validate_adapter_folder
 log = logging.getLogger(__name__)
 
 _CACHE_MARKER = ".files.json"
-_PUBLISH_ATTEMPTS = 1000  # far above any realistic number of concurrent publishers
+_PUBLISH_ATTEMPTS = 1000  # far above any realistic number of concurrent writers
 
 
 class _Any:
@@ -165,25 +165,29 @@ class Registry:
 
         With ``expected`` set (a version, or None for "alias absent"), raises Conflict unless
         the alias still points there when the write lands: of two movers starting from the same
-        state, exactly one wins. With ``ANY`` the move applies to whatever is current.
+        state, exactly one wins. With ``ANY`` the move applies to whatever is current: losing
+        the ETag race to another writer only means reading the new ETag and trying again.
         """
         validate_name(adapter)
         validate_alias(alias)
         if version is not None:
             self.manifest(adapter, version)  # NotFound for a version that does not exist
-        current, etag = self._read_alias(adapter, alias)
-        if not isinstance(expected, _Any) and current != expected:
-            raise Conflict(
-                f"{adapter}@{alias} points to {current}, not {expected}: it was moved meanwhile"
-            )
         record = AliasRecord(version=version).model_dump_json().encode()
         key = _alias_key(adapter, alias)
-        try:
-            self.store.replace(key, record, etag)
-        except Conflict:
-            if not self._landed(key, record):
-                raise
-        log.info("moved %s@%s: %s -> %s", adapter, alias, current, version)
+        for _ in range(_PUBLISH_ATTEMPTS):
+            current, etag = self._read_alias(adapter, alias)
+            if not isinstance(expected, _Any) and current != expected:
+                raise Conflict(
+                    f"{adapter}@{alias} points to {current}, not {expected}: it was moved meanwhile"
+                )
+            try:
+                self.store.replace(key, record, etag)
+            except Conflict:
+                if not self._landed(key, record):
+                    continue  # another writer moved it first: re-read (and re-check expected)
+            log.info("moved %s@%s: %s -> %s", adapter, alias, current, version)
+            return
+        raise Conflict(f"could not move {adapter}@{alias}: too many concurrent writers")
 
     def resolve(self, ref: str | AdapterRef) -> Manifest:
         """The manifest ``name``, ``name@alias`` or ``name@N`` points to; NotFound if none."""
