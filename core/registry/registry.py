@@ -14,10 +14,9 @@ unreferenced blobs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
-import shutil
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -27,13 +26,13 @@ from core.base_model import BaseModelInfo
 from core.errors import Conflict, IntegrityError, InvalidAdapter, NotFound
 from core.hashing import sha256_file
 from core.names import AdapterRef, parse_ref, validate_alias, validate_name
+from core.registry.cache import AdapterCache
 from core.registry.manifest import AdapterKind, AliasRecord, FileEntry, Manifest
 from core.registry.object_store import ObjectStore
 from core.registry.validation import ADAPTER_FILES, validate_adapter_folder
 
 log = logging.getLogger(__name__)
 
-_CACHE_MARKER = ".files.json"
 _PUBLISH_ATTEMPTS = 1000  # far above any realistic number of concurrent writers
 
 
@@ -59,12 +58,21 @@ def _alias_key(adapter: str, alias: str) -> str:
 
 
 class Registry:
-    """Adapter versions and aliases on an ObjectStore, with a verified local cache."""
+    """Adapter versions and aliases on an ObjectStore, with a verified local cache of at most
+    ``cache_max_bytes`` (None: unbounded; versions in use may exceed it)."""
 
-    def __init__(self, store: ObjectStore, base: BaseModelInfo, cache_dir: Path, max_rank: int):
+    def __init__(
+        self,
+        store: ObjectStore,
+        base: BaseModelInfo,
+        cache_dir: Path,
+        max_rank: int,
+        cache_max_bytes: int | None = None,
+    ):
         self.store = store
         self.base = base
         self.cache_dir = Path(cache_dir)
+        self.cache = AdapterCache(self.cache_dir, cache_max_bytes)
         self.max_rank = max_rank
 
     # --- versions ---
@@ -208,7 +216,8 @@ class Registry:
         """A local folder with the version's files, sha256-verified on download.
 
         Cached under cache_dir/<adapter>/<version>; filled in a temporary folder and renamed,
-        so readers never see a partial copy and concurrent fetchers agree.
+        so readers never see a partial copy and concurrent fetchers agree. The folder may be
+        evicted once nothing holds it: read it inside ``checkout`` instead.
         """
         manifest = self.manifest(adapter, version)
         if manifest.base_fingerprint != self.base.fingerprint:
@@ -216,32 +225,29 @@ class Registry:
                 f"{manifest.ref} was made for base {manifest.base_model_id!r}, "
                 f"not the served base {self.base.model_id!r}"
             )
-        target = self.cache_dir / adapter / str(version)
         # The marker holds the manifest's file hashes: a cache filled from another registry
         # with the same (adapter, version) but other bytes is never mistaken for this one.
         marker = manifest.model_dump_json(include={"files"})
-        if (target / _CACHE_MARKER).is_file() and (target / _CACHE_MARKER).read_text() == marker:
-            return target
-        if target.exists():
-            shutil.rmtree(target, ignore_errors=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
-        try:
-            for name, entry in manifest.files.items():
-                path = tmp / name
-                self.store.download(_blob_key(entry.sha256), path)
-                actual = sha256_file(path)
-                if actual != entry.sha256 or path.stat().st_size != entry.size:
-                    raise IntegrityError(
-                        f"{manifest.ref} file {name}: stored bytes have sha256 {actual}, "
-                        f"the manifest says {entry.sha256}; the registry copy is corrupt"
-                    )
-            (tmp / _CACHE_MARKER).write_text(marker)
-            try:
-                os.rename(tmp, target)
-            except OSError:  # a concurrent fetcher renamed its verified copy first
-                if not target.is_dir():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return target
+        return self.cache.ensure(adapter, version, marker, lambda tmp: self._download(manifest, tmp))
+
+    @contextlib.contextmanager
+    def checkout(self, adapter: str, version: int) -> Iterator[Path]:
+        """``with registry.checkout(name, N) as folder:`` the fetched folder, which no thread
+        or process evicts from the cache until the block ends."""
+        while True:
+            folder = self.fetch(adapter, version)
+            with self.cache.hold(adapter, version) as present:
+                if present:  # else evicted between fetch and hold: fetch again
+                    yield folder
+                    return
+
+    def _download(self, manifest: Manifest, folder: Path) -> None:
+        for name, entry in manifest.files.items():  # names are ADAPTER_FILES: see Manifest
+            path = folder / name
+            self.store.download(_blob_key(entry.sha256), path)
+            actual = sha256_file(path)
+            if actual != entry.sha256 or path.stat().st_size != entry.size:
+                raise IntegrityError(
+                    f"{manifest.ref} file {name}: stored bytes have sha256 {actual}, "
+                    f"the manifest says {entry.sha256}; the registry copy is corrupt"
+                )
