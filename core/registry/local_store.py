@@ -91,6 +91,24 @@ class LocalObjectStore(ObjectStore):
             return []
         return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
+    def scan(self, prefix: str) -> dict[str, str]:
+        folder = self._path(prefix)
+        tags = {}
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if name.startswith("."):  # lock and temporary files
+                    continue
+                path = Path(dirpath) / name
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                # Every write is a rename of a new file: a new inode, so a new tag.
+                key = path.relative_to(self.root).as_posix()
+                tags[key] = f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
+        return tags
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
