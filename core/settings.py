@@ -94,6 +94,10 @@ class Settings(BaseSettings):
         None, description="file:///path, a plain path or s3://bucket/prefix; default data_dir/registry."
     )
     cache_dir: Path | None = Field(None, description="Local adapter cache; default data_dir/cache.")
+    cache_max_bytes: int = Field(
+        20 << 30, ge=0, description="Disk the adapter cache may use; least recently used "
+        "versions are deleted beyond it, never one in use. 0 keeps only versions in use.",
+    )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///data_dir/loraloop.db."
     )

@@ -38,6 +38,7 @@ class ServiceState:
 
     def close(self) -> None:
         """Stop in reverse dependency order: no new generations, flush the log, close the store."""
+        self.adapters.close()
         self.engine.close()
         if self.completion_log is not None:
             self.completion_log.close()

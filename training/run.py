@@ -8,6 +8,7 @@ result = finish_run(ctx, ...)      save the adapter, publish it with metrics and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import shutil
@@ -42,6 +43,8 @@ class RunContext:
     base_info: BaseModelInfo
     given_registry: Any | None = None
     sink: MetricsSink | None = None
+    # Registry folders this run reads: held (never evicted from the cache) until close_run.
+    held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @property
     def registry(self) -> Any:
@@ -120,6 +123,7 @@ def start_run(
 
 
 def close_run(ctx: RunContext) -> None:
+    ctx.held.close()
     close_world(ctx.world)
 
 
@@ -135,14 +139,16 @@ def frozen_source(ctx: RunContext, source: str) -> str:
 
 def resolve_adapter(ctx: RunContext, ref: str) -> tuple[Path, Any | None]:
     """A local PEFT folder for ``ref``: a folder path as is, else a registry reference
-    fetched (and sha256-verified) into the local cache. Returns (folder, manifest or None)."""
+    fetched (and sha256-verified) into the local cache, held there until close_run.
+    Returns (folder, manifest or None)."""
     if is_folder_ref(ref):
         path = Path(ref).expanduser()
         if not path.is_dir():
             raise ValueError(f"adapter folder {ref} does not exist")
         return path, None
     manifest = ctx.registry.resolve(ref)
-    return ctx.registry.fetch(manifest.adapter, manifest.version), manifest
+    folder = ctx.held.enter_context(ctx.registry.checkout(manifest.adapter, manifest.version))
+    return folder, manifest
 
 
 def find_parent(ctx: RunContext, ref: str) -> tuple[Path, Any | None] | None:

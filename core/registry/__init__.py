@@ -45,4 +45,5 @@ def open_registry(settings: Settings, base: BaseModelInfo) -> Registry:
         base,
         cache_dir=settings.cache_dir,
         max_rank=settings.max_lora_rank,
+        cache_max_bytes=settings.cache_max_bytes,
     )

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, IntegrityError, NotFound
 from core.registry.object_store import ObjectStore, StoredObject
 
 
@@ -33,8 +33,10 @@ class LocalObjectStore(ObjectStore):
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
-        # Keys come from validated names; this guards the invariant, not user input.
-        assert path.is_relative_to(self.root), key
+        # Keys are built from validated names, so this never fires unless a bug or corrupt
+        # data slips a '..' or an absolute path through: then refuse, even under python -O.
+        if not path.is_relative_to(self.root):
+            raise IntegrityError(f"registry key {key!r} points outside the registry at {self.location}")
         return path
 
     def _write_temp(self, path: Path, data: bytes) -> Path:
@@ -88,6 +90,24 @@ class LocalObjectStore(ObjectStore):
         if not folder.is_dir():
             return []
         return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+    def scan(self, prefix: str) -> dict[str, str]:
+        folder = self._path(prefix)
+        tags = {}
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if name.startswith("."):  # lock and temporary files
+                    continue
+                path = Path(dirpath) / name
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                # Every write is a rename of a new file: a new inode, so a new tag.
+                key = path.relative_to(self.root).as_posix()
+                tags[key] = f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
+        return tags
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

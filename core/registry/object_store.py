@@ -42,6 +42,11 @@ class ObjectStore(ABC):
         """Names directly below ``prefix`` (a folder key ending in '/'), files and folders."""
 
     @abstractmethod
+    def scan(self, prefix: str) -> dict[str, str]:
+        """Every object under ``prefix`` (at any depth): key -> a tag that changes whenever the
+        object does. One listing (paged on S3), no reads: what a catalog polls."""
+
+    @abstractmethod
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod

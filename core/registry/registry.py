@@ -14,10 +14,9 @@ unreferenced blobs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
-import shutil
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -27,14 +26,14 @@ from core.base.info import BaseModelInfo
 from core.errors import Conflict, IntegrityError, InvalidAdapter, NotFound
 from core.hashing import sha256_file
 from core.names import AdapterRef, parse_ref, validate_alias, validate_name
+from core.registry.cache import AdapterCache
 from core.registry.manifest import AdapterKind, AliasRecord, FileEntry, Manifest
 from core.registry.object_store import ObjectStore
 from core.registry.validation import ADAPTER_FILES, validate_adapter_folder
 
 log = logging.getLogger(__name__)
 
-_CACHE_MARKER = ".files.json"
-_PUBLISH_ATTEMPTS = 1000  # far above any realistic number of concurrent publishers
+_PUBLISH_ATTEMPTS = 1000  # far above any realistic number of concurrent writers
 
 
 class _Any:
@@ -59,12 +58,21 @@ def _alias_key(adapter: str, alias: str) -> str:
 
 
 class Registry:
-    """Adapter versions and aliases on an ObjectStore, with a verified local cache."""
+    """Adapter versions and aliases on an ObjectStore, with a verified local cache of at most
+    ``cache_max_bytes`` (None: unbounded; versions in use may exceed it)."""
 
-    def __init__(self, store: ObjectStore, base: BaseModelInfo, cache_dir: Path, max_rank: int):
+    def __init__(
+        self,
+        store: ObjectStore,
+        base: BaseModelInfo,
+        cache_dir: Path,
+        max_rank: int,
+        cache_max_bytes: int | None = None,
+    ):
         self.store = store
         self.base = base
         self.cache_dir = Path(cache_dir)
+        self.cache = AdapterCache(self.cache_dir, cache_max_bytes)
         self.max_rank = max_rank
 
     # --- versions ---
@@ -165,25 +173,29 @@ class Registry:
 
         With ``expected`` set (a version, or None for "alias absent"), raises Conflict unless
         the alias still points there when the write lands: of two movers starting from the same
-        state, exactly one wins. With ``ANY`` the move applies to whatever is current.
+        state, exactly one wins. With ``ANY`` the move applies to whatever is current: losing
+        the ETag race to another writer only means reading the new ETag and trying again.
         """
         validate_name(adapter)
         validate_alias(alias)
         if version is not None:
             self.manifest(adapter, version)  # NotFound for a version that does not exist
-        current, etag = self._read_alias(adapter, alias)
-        if not isinstance(expected, _Any) and current != expected:
-            raise Conflict(
-                f"{adapter}@{alias} points to {current}, not {expected}: it was moved meanwhile"
-            )
         record = AliasRecord(version=version).model_dump_json().encode()
         key = _alias_key(adapter, alias)
-        try:
-            self.store.replace(key, record, etag)
-        except Conflict:
-            if not self._landed(key, record):
-                raise
-        log.info("moved %s@%s: %s -> %s", adapter, alias, current, version)
+        for _ in range(_PUBLISH_ATTEMPTS):
+            current, etag = self._read_alias(adapter, alias)
+            if not isinstance(expected, _Any) and current != expected:
+                raise Conflict(
+                    f"{adapter}@{alias} points to {current}, not {expected}: it was moved meanwhile"
+                )
+            try:
+                self.store.replace(key, record, etag)
+            except Conflict:
+                if not self._landed(key, record):
+                    continue  # another writer moved it first: re-read (and re-check expected)
+            log.info("moved %s@%s: %s -> %s", adapter, alias, current, version)
+            return
+        raise Conflict(f"could not move {adapter}@{alias}: too many concurrent writers")
 
     def resolve(self, ref: str | AdapterRef) -> Manifest:
         """The manifest ``name``, ``name@alias`` or ``name@N`` points to; NotFound if none."""
@@ -204,7 +216,8 @@ class Registry:
         """A local folder with the version's files, sha256-verified on download.
 
         Cached under cache_dir/<adapter>/<version>; filled in a temporary folder and renamed,
-        so readers never see a partial copy and concurrent fetchers agree.
+        so readers never see a partial copy and concurrent fetchers agree. The folder may be
+        evicted once nothing holds it: read it inside ``checkout`` instead.
         """
         manifest = self.manifest(adapter, version)
         if manifest.base_fingerprint != self.base.fingerprint:
@@ -212,32 +225,29 @@ class Registry:
                 f"{manifest.ref} was made for base {manifest.base_model_id!r}, "
                 f"not the served base {self.base.model_id!r}"
             )
-        target = self.cache_dir / adapter / str(version)
         # The marker holds the manifest's file hashes: a cache filled from another registry
         # with the same (adapter, version) but other bytes is never mistaken for this one.
         marker = manifest.model_dump_json(include={"files"})
-        if (target / _CACHE_MARKER).is_file() and (target / _CACHE_MARKER).read_text() == marker:
-            return target
-        if target.exists():
-            shutil.rmtree(target, ignore_errors=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
-        try:
-            for name, entry in manifest.files.items():
-                path = tmp / name
-                self.store.download(_blob_key(entry.sha256), path)
-                actual = sha256_file(path)
-                if actual != entry.sha256 or path.stat().st_size != entry.size:
-                    raise IntegrityError(
-                        f"{manifest.ref} file {name}: stored bytes have sha256 {actual}, "
-                        f"the manifest says {entry.sha256}; the registry copy is corrupt"
-                    )
-            (tmp / _CACHE_MARKER).write_text(marker)
-            try:
-                os.rename(tmp, target)
-            except OSError:  # a concurrent fetcher renamed its verified copy first
-                if not target.is_dir():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return target
+        return self.cache.ensure(adapter, version, marker, lambda tmp: self._download(manifest, tmp))
+
+    @contextlib.contextmanager
+    def checkout(self, adapter: str, version: int) -> Iterator[Path]:
+        """``with registry.checkout(name, N) as folder:`` the fetched folder, which no thread
+        or process evicts from the cache until the block ends."""
+        while True:
+            folder = self.fetch(adapter, version)
+            with self.cache.hold(adapter, version) as present:
+                if present:  # else evicted between fetch and hold: fetch again
+                    yield folder
+                    return
+
+    def _download(self, manifest: Manifest, folder: Path) -> None:
+        for name, entry in manifest.files.items():  # names are ADAPTER_FILES: see Manifest
+            path = folder / name
+            self.store.download(_blob_key(entry.sha256), path)
+            actual = sha256_file(path)
+            if actual != entry.sha256 or path.stat().st_size != entry.size:
+                raise IntegrityError(
+                    f"{manifest.ref} file {name}: stored bytes have sha256 {actual}, "
+                    f"the manifest says {entry.sha256}; the registry copy is corrupt"
+                )

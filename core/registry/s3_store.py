@@ -126,6 +126,20 @@ class S3ObjectStore(ObjectStore):
             raise self._unavailable(e) from e
         return sorted(n for n in names if n)
 
+    def scan(self, prefix: str) -> dict[str, str]:
+        root = self._key("")
+        tags = {}
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix)
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    tags[item["Key"][len(root) :].lstrip("/")] = item["ETag"]
+        except (ClientError, BotoCoreError) as e:
+            raise self._unavailable(e) from e
+        return tags
+
     def exists(self, key: str) -> bool:
         try:
             self._client.head_object(Bucket=self.bucket, Key=self._key(key))

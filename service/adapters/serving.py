@@ -1,5 +1,8 @@
 """The adapter admin API's logic: registry listings joined with the engine's residency,
-uploads, alias moves (followed by the engine at once), load/unload/pin."""
+uploads, alias moves (followed by the engine at once), load/unload/pin.
+
+Listings come from a catalog of the registry polled every ``alias_poll_seconds`` and refreshed
+after every write through this server, so they cost no registry request."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from pathlib import Path
 from core.errors import NotFound
 from core.names import validate_alias, validate_name
 from core.registry import ANY, Manifest, Registry
+from core.registry.catalog import Catalog, CatalogEntry
 from core.registry.manifest import AdapterKind
 from core.settings import Settings
 from service.adapters.protocol import (
@@ -45,6 +49,11 @@ class AdapterService:
         self.settings = settings
         self.registry = registry
         self.engine = engine
+        self.catalog = Catalog(registry)
+        self.catalog.start(settings.alias_poll_seconds)
+
+    def close(self) -> None:
+        self.catalog.stop()
 
     # --- reads (blocking: run them in a thread) ---
 
@@ -52,39 +61,37 @@ class AdapterService:
         versions = [self.registry.manifest(name, v) for v in self.registry.list_versions(validate_name(name))]
         if not versions:
             raise NotFound(f"adapter {name!r} does not exist")
-        residency = [residency_public(s) for s in self.engine.residency() if s.adapter == name]
+        return self._public(CatalogEntry(name, versions, self.registry.aliases(name)))
+
+    def _public(self, entry: CatalogEntry) -> AdapterPublic:
+        residency = [residency_public(s) for s in self.engine.residency() if s.adapter == entry.name]
         return AdapterPublic(
-            name=name,
-            kind=versions[-1].kind,
-            versions=[version_public(m) for m in versions],
-            aliases=self.registry.aliases(name),
+            name=entry.name,
+            kind=entry.versions[-1].kind,
+            versions=[version_public(m) for m in entry.versions],
+            aliases=entry.aliases,
             residency=residency,
         )
 
     def list(self) -> list[AdapterPublic]:
-        result = []
-        for name in self.registry.list_adapters():
-            try:
-                result.append(self.describe(name))
-            except NotFound:  # a name whose first publish has not finished
-                continue
-        return result
+        """Every adapter, from the catalog (no registry request once it is filled)."""
+        return [self._public(entry) for entry in self.catalog.adapters()]
 
     def model_list(self, openai: OpenAIServing) -> ModelList:
         """OpenAI model cards: ``name`` for each policy adapter with a production alias, and
-        ``name@alias`` for each of its aliases."""
+        ``name@alias`` for each of its aliases (from the catalog)."""
         cards: list[tuple[str, int]] = []
-        for name in self.registry.list_adapters():
-            aliases = self.registry.aliases(name)
-            if not aliases:
+        for entry in self.catalog.adapters():
+            if not entry.aliases:
                 continue
-            manifest = self.registry.manifest(name, max(aliases.values()))
-            if manifest.kind != "policy":
+            by_version = {m.version: m for m in entry.versions}
+            manifest = by_version.get(max(entry.aliases.values()))
+            if manifest is None or manifest.kind != "policy":  # None: a manifest skipped as corrupt
                 continue
             created = int(manifest.created_at.timestamp())
-            if "production" in aliases:
-                cards.append((name, created))
-            cards.extend((f"{name}@{alias}", created) for alias in sorted(aliases))
+            if "production" in entry.aliases:
+                cards.append((entry.name, created))
+            cards.extend((f"{entry.name}@{alias}", created) for alias in sorted(entry.aliases))
         return openai.models(cards)
 
     # --- writes ---
@@ -103,6 +110,7 @@ class AdapterService:
             shutil.rmtree(folder, ignore_errors=True)
         for alias in aliases:
             self.registry.set_alias(name, alias, manifest.version)
+        self.catalog.refresh()  # listings show our own writes at once
         return manifest
 
     def _upload_dir(self) -> Path:
@@ -113,10 +121,12 @@ class AdapterService:
     async def set_alias(self, name: str, alias: str, update: AliasUpdate) -> AliasPublic:
         expected = None if update.expected_absent else ANY if update.expected is None else update.expected
         await asyncio.to_thread(self.registry.set_alias, name, alias, update.version, expected)
+        await asyncio.to_thread(self.catalog.refresh)
         await self.engine.refresh_aliases()  # hot-swap now rather than at the next poll
         return AliasPublic(adapter=name, alias=alias, version=update.version)
 
     async def delete_alias(self, name: str, alias: str) -> AliasPublic:
         await asyncio.to_thread(self.registry.set_alias, name, alias, None)
+        await asyncio.to_thread(self.catalog.refresh)
         await self.engine.refresh_aliases()
         return AliasPublic(adapter=name, alias=alias, version=None)

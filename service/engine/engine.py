@@ -376,16 +376,16 @@ class Engine:
         """Fetch (disk cache, else registry; sha256-checked) and read one version (I/O pool).
         Only reached through ``_acquire`` or ``_warm``, which have checked the manifest."""
         manifest = self.follower.manifest(key)
-        folder = self.registry.fetch(key.adapter, key.version)
-        weights = read_adapter(
-            folder,
-            self.base_info,
-            kind=manifest.kind,
-            max_rank=self.settings.max_lora_rank,
-            modules=frozenset(self.settings.lora_target_modules),
-            dtype=self.lora.dtype,
-            name=str(key),
-        )
+        with self.registry.checkout(key.adapter, key.version) as folder:  # not evicted meanwhile
+            weights = read_adapter(
+                folder,
+                self.base_info,
+                kind=manifest.kind,
+                max_rank=self.settings.max_lora_rank,
+                modules=frozenset(self.settings.lora_target_modules),
+                dtype=self.lora.dtype,
+                name=str(key),
+            )
         if self.device.type == "cuda":  # page-locked host copies make slot copies async
             for pair in weights.pairs.values():
                 pair.A, pair.B = pair.A.pin_memory(), pair.B.pin_memory()

@@ -79,3 +79,27 @@ def test_the_stored_cas_primitive_refuses_a_stale_etag(registry: Registry):
     with pytest.raises(Conflict):
         registry.store.replace("probe.json", b"3", None)
     assert registry.store.read("probe.json").data == b"2"
+
+
+def test_moves_without_an_expectation_all_land_when_they_race(three_versions: Registry):
+    # A training run moving @candidate must not fail because another writer moved it first.
+    registry = three_versions
+    registry.set_alias("summarize", "candidate", 1)
+    movers = 8
+    start = threading.Barrier(movers)
+    errors: list[Exception] = []
+
+    def move(version: int) -> None:
+        start.wait()
+        try:
+            registry.set_alias("summarize", "candidate", version)
+        except Exception as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=move, args=(1 + i % 3,)) for i in range(movers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert registry.aliases("summarize")["candidate"] in (1, 2, 3)

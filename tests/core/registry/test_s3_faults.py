@@ -44,3 +44,15 @@ def test_an_outage_fails_cleanly_and_leaves_no_version(moto_registry: Registry, 
         moto_registry.publish(adapter_dir, "summarize")
     assert moto_registry.list_versions("summarize") == []
     assert moto_registry.publish(adapter_dir, "summarize").version == 1
+
+
+def test_a_move_without_an_expectation_retries_after_losing_the_etag_race(
+    moto_registry: Registry, moto_s3, new_adapter
+):
+    moto_registry.publish(new_adapter(seed=1), "summarize")
+    moto_registry.publish(new_adapter(seed=2), "summarize")
+    moto_registry.set_alias("summarize", "candidate", 1)
+    # S3's answer to the loser of a conditional write; a retry reads the new ETag and lands.
+    moto_s3.fail("PUT", "/aliases/candidate.json", status=412, code="PreconditionFailed", times=2)
+    moto_registry.set_alias("summarize", "candidate", 2)
+    assert moto_registry.aliases("summarize") == {"candidate": 2}
