@@ -257,7 +257,7 @@ def sequence_logprobs(
 
 
 def load_shared_base(settings, tokenizer: PreTrainedTokenizerBase | None = None) -> SharedBase:
-    """The configured base model (core.base_model) wrapped for adapters."""
+    """The configured base model (core.base) wrapped for adapters."""
     from core.base.checkpoint import load_base_model, load_tokenizer
 
     return SharedBase(load_base_model(settings), tokenizer or load_tokenizer(settings))

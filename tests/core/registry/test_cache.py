@@ -89,7 +89,7 @@ def test_a_version_read_by_another_thread_is_never_evicted(
 HOLDER = textwrap.dedent(
     """
     import sys
-    from core.base_model import base_model_info
+    from core.base.folders import base_model_info
     from core.registry import open_registry
     from core.settings import Settings
 

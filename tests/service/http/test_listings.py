@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from core.base_model import base_model_info
+from core.base.folders import base_model_info
 from core.registry import Registry, open_registry
 from core.settings import Settings
 from tests.adapters import make_adapter
