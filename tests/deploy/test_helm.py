@@ -306,6 +306,8 @@ def test_graceful_rollout_comes_from_values(helm):
     spec = server["spec"]["template"]["spec"]
     assert spec["terminationGracePeriodSeconds"] == 150
     assert spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "15"]
+    # No spare GPU for a surge pod: replace one replica at a time.
+    assert server["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     (pdb,) = of_kind(docs, "PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"] == server["spec"]["selector"]["matchLabels"]
 
