@@ -1,0 +1,304 @@
+{{- define "loraloop.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "loraloop.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "loraloop.commonLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "loraloop.labels" -}}
+app.kubernetes.io/name: {{ include "loraloop.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{ include "loraloop.commonLabels" . }}
+{{- end }}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "server") */}}
+{{- define "loraloop.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "loraloop.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "loraloop.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "loraloop.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "loraloop.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{- end }}
+
+{{/*
+Settings as ConfigMap data, one to one: (dict "prefix" "LORALOOP_" "values" $map).
+Nested maps recurse with "__" (pydantic-settings' nested delimiter), lists become JSON, null
+leaves the setting unset. YAML numbers reach templates as float64: whole ones are printed as
+integers, so 4294967296 does not become "4.294967296e+09".
+*/}}
+{{- define "loraloop.settingsData" -}}
+{{- $prefix := .prefix }}
+{{- range $name, $value := .values }}
+{{- $key := printf "%s%s" $prefix (upper $name) }}
+{{- if kindIs "map" $value }}
+{{- include "loraloop.settingsData" (dict "prefix" (printf "%s__" $key) "values" $value) }}
+{{- else if kindIs "slice" $value }}
+{{ $key }}: {{ toJson $value | quote }}
+{{- else if and (kindIs "float64" $value) (eq $value (float64 (int64 $value))) }}
+{{ $key }}: {{ int64 $value | quote }}
+{{- else if not (kindIs "invalid" $value) }}
+{{ $key }}: {{ toString $value | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The API keys: the server's alone (the worker and Job pods serve no API). */}}
+{{- define "loraloop.apiKeysEnv" -}}
+{{- with .Values.secrets.apiKeys }}
+{{- if .existingSecret }}
+- name: LORALOOP_API_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .key }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Secret references shared by the server, worker and Job pods. */}}
+{{- define "loraloop.secretEnv" -}}
+{{- with .Values.secrets.database }}
+{{- if .existingSecret }}
+- name: LORALOOP_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .key }}
+{{- end }}
+{{- end }}
+{{- with .Values.secrets.s3 }}
+{{- if .existingSecret }}
+- name: LORALOOP_S3_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .accessKeyIdKey }}
+- name: LORALOOP_S3_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .secretAccessKeyKey }}
+{{- end }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Resources with GPUs added to requests and limits: (dict "resources" $r "gpu" $gpu "resourceName" $name) */}}
+{{- define "loraloop.resources" -}}
+{{- $resources := deepCopy (default dict .resources) }}
+{{- if gt (int .gpu.count) 0 }}
+{{- $_ := set $resources "requests" (merge (dict .resourceName (int .gpu.count)) (default dict $resources.requests)) }}
+{{- $_ := set $resources "limits" (merge (dict .resourceName (int .gpu.count)) (default dict $resources.limits)) }}
+{{- end }}
+{{- toYaml $resources }}
+{{- end }}
+
+{{/* Writable emptyDirs under a read-only root filesystem (/tmp, the home, /dev/shm). */}}
+{{- define "loraloop.scratchVolumes" -}}
+- name: tmp
+  emptyDir: {}
+- name: home
+  emptyDir: {}
+- name: shm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ .shmSizeLimit }}
+{{- end }}
+
+{{- define "loraloop.scratchMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: home
+  mountPath: /home/loraloop
+- name: shm
+  mountPath: /dev/shm
+{{- end }}
+
+{{/* Refuse values that cannot work, with what to change. */}}
+{{- define "loraloop.validate" -}}
+{{- $secrets := dict "api_keys" "secrets.apiKeys" "database_url" "secrets.database" "s3_access_key_id" "secrets.s3" "s3_secret_access_key" "secrets.s3" }}
+{{- $owned := list "host" "port" "data_dir" "cache_dir" }}
+{{- range $name, $_ := merge (dict) .Values.config .Values.worker.config }}
+{{- with get $secrets $name }}
+{{- fail (printf "config.%s is a secret: put it in a Kubernetes Secret and name that Secret in %s.existingSecret" $name .) }}
+{{- end }}
+{{- if has $name $owned }}
+{{- fail (printf "config.%s is set by the chart: use port, data or adapterCache instead" $name) }}
+{{- end }}
+{{- end }}
+{{- if and (not .Values.secrets.apiKeys.existingSecret) (not .Values.config.allow_open_access) }}
+{{- fail "secrets.apiKeys.existingSecret is empty: name a Secret holding LORALOOP_API_KEYS, or set config.allow_open_access: true to serve an open API" }}
+{{- end }}
+{{- if or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled .Values.worker.enabled }}
+{{- if not (hasPrefix "s3://" (toString .Values.config.registry_url)) }}
+{{- fail "several pods (replicaCount > 1, autoscaling or the worker) share one registry: set config.registry_url to s3://bucket/prefix" }}
+{{- end }}
+{{- if not .Values.secrets.database.existingSecret }}
+{{- fail "several pods (replicaCount > 1, autoscaling or the worker) share one database: set secrets.database.existingSecret to a Secret holding a PostgreSQL URL" }}
+{{- end }}
+{{- if .Values.data.existingClaim }}
+{{- fail "data.existingClaim is for a single replica: leave it empty when several pods run" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "loraloop.kubernetesRunner" -}}
+{{- if and .Values.worker.enabled (hasPrefix "kubernetes" .Values.worker.runner) }}true{{ end }}
+{{- end }}
+
+{{- define "loraloop.workerServiceAccountName" -}}
+{{- if include "loraloop.kubernetesRunner" . }}
+{{- printf "%s-worker" (include "loraloop.fullname" .) }}
+{{- else }}
+{{- include "loraloop.serviceAccountName" . }}
+{{- end }}
+{{- end }}
+
+{{- define "loraloop.jobTemplatePath" -}}
+/etc/loraloop/job-template.yaml
+{{- end }}
+
+{{/* Settings only the worker reads, merged over .Values.config. */}}
+{{- define "loraloop.workerSettings" -}}
+{{- $settings := deepCopy .Values.worker.config }}
+{{- $_ := set $settings "job_runner" .Values.worker.runner }}
+{{- if include "loraloop.kubernetesRunner" . }}
+{{- $kubernetes := merge (dict "namespace" .Release.Namespace "job_template" (include "loraloop.jobTemplatePath" .)) (default dict $settings.kubernetes) }}
+{{- $_ := set $settings "kubernetes" $kubernetes }}
+{{- end }}
+{{- toYaml $settings }}
+{{- end }}
+
+{{/* Base weights, read-only, for the server, the worker and Job pods. */}}
+{{- define "loraloop.baseModelMount" -}}
+{{- if .Values.baseModel.existingClaim }}
+- name: base-model
+  mountPath: {{ .Values.baseModel.mountPath }}
+  {{- with .Values.baseModel.subPath }}
+  subPath: {{ . }}
+  {{- end }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "loraloop.baseModelVolume" -}}
+{{- if .Values.baseModel.existingClaim }}
+- name: base-model
+  persistentVolumeClaim:
+    claimName: {{ .Values.baseModel.existingClaim }}
+    readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The batch/v1 Job each training run starts from (runner: kubernetes*). */}}
+{{- define "loraloop.jobTemplate" -}}
+{{- $job := .Values.worker.job -}}
+apiVersion: batch/v1
+kind: Job
+metadata:
+  labels:
+    {{- include "loraloop.labels" . | nindent 4 }}
+    app.kubernetes.io/component: training-job
+spec:
+  backoffLimit: {{ $job.backoffLimit }}
+  # Hours, not 0: logs vanish with the pods.
+  ttlSecondsAfterFinished: {{ $job.ttlSecondsAfterFinished }}
+  {{- with $job.activeDeadlineSeconds }}
+  activeDeadlineSeconds: {{ . }}
+  {{- end }}
+  template:
+    metadata:
+      labels:
+        {{- include "loraloop.selectorLabels" (dict "root" . "component" "training-job") | nindent 8 }}
+      {{- with $job.podAnnotations }}
+      annotations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    spec:
+      restartPolicy: Never
+      serviceAccountName: {{ include "loraloop.serviceAccountName" . }}
+      automountServiceAccountToken: false
+      enableServiceLinks: false
+      {{- with .Values.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $job.runtimeClassName }}
+      runtimeClassName: {{ . }}
+      {{- end }}
+      securityContext:
+        {{- toYaml .Values.podSecurityContext | nindent 8 }}
+      containers:
+        - name: trainer
+          image: {{ include "loraloop.image" . | quote }}
+          imagePullPolicy: {{ .Values.image.pullPolicy }}
+          # The runner sets the arguments (torchrun ... -m training run-job ID).
+          command: ["python", "-m", "training", "run-job"]
+          envFrom:
+            - configMapRef:
+                name: {{ include "loraloop.fullname" . }}-config
+          env:
+            - name: LORALOOP_DATA_DIR
+              value: /data
+            - name: LORALOOP_CACHE_DIR
+              value: /cache
+            {{- with (include "loraloop.secretEnv" . | trim) }}{{ . | nindent 12 }}{{ end }}
+          resources:
+            {{- include "loraloop.resources" (dict "resources" $job.resources "gpu" $job.gpu "resourceName" .Values.gpu.resourceName) | nindent 12 }}
+          securityContext:
+            {{- toYaml .Values.securityContext | nindent 12 }}
+          volumeMounts:
+            {{- include "loraloop.scratchMounts" . | nindent 12 }}
+            - name: data
+              mountPath: /data
+            - name: adapter-cache
+              mountPath: /cache
+            {{- with (include "loraloop.baseModelMount" . | trim) }}{{ . | nindent 12 }}{{ end }}
+      volumes:
+        {{- include "loraloop.scratchVolumes" (dict "shmSizeLimit" $job.shm.sizeLimit) | nindent 8 }}
+        - name: data
+          emptyDir: {}
+        - name: adapter-cache
+          emptyDir: {}
+        {{- with (include "loraloop.baseModelVolume" . | trim) }}{{ . | nindent 8 }}{{ end }}
+      {{- with $job.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $job.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $job.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+{{- end }}
