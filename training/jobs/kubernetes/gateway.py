@@ -147,12 +147,14 @@ class KubernetesGateway:
 
     def read_pod_log(self, pod: str, container: str, tail_lines: int) -> str:
         ns = self._namespace
-        return self._call(
+        # Raw bytes, decoded here: the client's own decoding returns "b'...'" (str of bytes).
+        response = self._call(
             f"read the log of pod {pod}",
             lambda: self._core.read_namespaced_pod_log(
-                pod, ns, container=container, tail_lines=tail_lines
+                pod, ns, container=container, tail_lines=tail_lines, _preload_content=False
             ),
         )
+        return response.data.decode("utf-8", errors="replace")
 
     def _call(self, what: str, call: Callable[[], T], missing_ok: bool = False) -> T | None:
         """Run one API call, turning ApiException into our errors (404 -> None if missing_ok)."""
