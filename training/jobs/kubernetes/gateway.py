@@ -88,9 +88,10 @@ class KubernetesGateway:
 
     def read_job(self, name: str) -> dict[str, Any] | None:
         ns = self._namespace
+        # The object itself carries its status; the /status subresource would need its own RBAC.
         job = self._call(
             f"read Job {name}",
-            lambda: self._batch.read_namespaced_job_status(name, ns),
+            lambda: self._batch.read_namespaced_job(name, ns),
             missing_ok=True,
         )
         return None if job is None else self._client.sanitize_for_serialization(job)
@@ -118,7 +119,7 @@ class KubernetesGateway:
         where = self._jobsets()
         return self._call(
             f"read JobSet {name}",
-            lambda: self._custom.get_namespaced_custom_object_status(*where, name),
+            lambda: self._custom.get_namespaced_custom_object(*where, name),
             missing_ok=True,
         )
 

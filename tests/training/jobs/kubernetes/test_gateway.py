@@ -102,7 +102,7 @@ def test_create_posts_the_job_and_a_409_means_already_submitted(api, gateway):
 def test_read_returns_the_jobs_json_and_none_once_it_is_gone(api, gateway):
     job = build_job(LAUNCH, SETTINGS)
     status = {"ready": 1, "conditions": [{"type": "Complete", "status": "True"}]}
-    api.answer("GET", f"{JOBS}/{NAME}/status", 200, {**job, "status": status})
+    api.answer("GET", f"{JOBS}/{NAME}", 200, {**job, "status": status})
     read = gateway.read_job(NAME)
     assert read["status"]["conditions"][0]["type"] == "Complete"
     assert read["spec"]["template"]["spec"]["restartPolicy"] == "Never"  # camelCase, as sent
@@ -121,7 +121,7 @@ def test_delete_asks_for_background_propagation_and_ignores_a_404(api, gateway):
 def test_jobsets_use_the_custom_resource_paths(api, gateway):
     jobset = build_jobset(LAUNCH, SETTINGS)
     api.answer("POST", JOBSETS, 201, jobset)
-    api.answer("GET", f"{JOBSETS}/{NAME}/status", 200, {**jobset, "status": {"restarts": 1}})
+    api.answer("GET", f"{JOBSETS}/{NAME}", 200, {**jobset, "status": {"restarts": 1}})
     api.answer("DELETE", f"{JOBSETS}/{NAME}", 200, {"kind": "Status", "status": "Success"})
     gateway.create_jobset(jobset)
     assert gateway.read_jobset(NAME)["status"] == {"restarts": 1}
@@ -159,7 +159,7 @@ def test_pods_are_listed_by_label_and_their_logs_read_by_container(api, gateway)
 
 
 def test_other_api_errors_raise_a_gateway_error_with_the_status(api, gateway):
-    api.answer("GET", f"{JOBS}/{NAME}/status", 403)
+    api.answer("GET", f"{JOBS}/{NAME}", 403)
     with pytest.raises(GatewayError, match="403") as raised:
         gateway.read_job(NAME)
     assert raised.value.status == 403

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from core.settings import KubernetesRunnerSettings
@@ -258,3 +261,12 @@ def test_jobset_logs_come_from_node_zero_when_no_pod_failed(jobset_runner, gatew
     gateway.add_pod(NAME, "node-0-1-fghij", "Running", log="rank 1\n")
     gateway.add_pod(NAME, "node-0-0-abcde", "Running", log="rank 0\n")
     assert jobset_runner.logs(LAUNCH) == ["rank 0"]
+
+
+def test_the_runners_import_the_kubernetes_client_only_when_connecting():
+    code = (
+        "import sys, training.cli_registry, training.jobs.kubernetes.runner; "
+        "print('kubernetes' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
