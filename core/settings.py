@@ -51,6 +51,67 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     raise ValueError(f"config file {path}: use .toml, .yaml, .yml or .json")
 
 
+ImagePullPolicy = Literal["Always", "IfNotPresent", "Never"]
+
+
+class KubernetesResources(BaseModel):
+    """A container's resources, as Kubernetes writes them: ``{"cpu": "8", "nvidia.com/gpu": 1}``."""
+
+    model_config = {"extra": "forbid"}
+
+    requests: dict[str, str | int] = Field(default_factory=dict)
+    limits: dict[str, str | int] = Field(default_factory=dict)
+
+
+class KubernetesRunnerSettings(BaseModel):
+    """How the ``kubernetes`` and ``kubernetes-jobset`` job runners build their objects.
+
+    See docs/jobs.md ("Kubernetes runners") and docs/configuration.md.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    namespace: str = Field("default", description="Namespace of the Jobs/JobSets and their pods.")
+    image: str | None = Field(
+        None, description="Image that runs `python -m training run-job`; required by the runners."
+    )
+    image_pull_policy: ImagePullPolicy = "IfNotPresent"
+    service_account: str | None = Field(None, description="The training pods' service account.")
+    nproc_per_node: int = Field(1, ge=1, description="torchrun processes per pod (one per GPU).")
+    nodes: int = Field(2, ge=1, description="Pods (nodes) of one JobSet run.")
+    resources: KubernetesResources = Field(default_factory=KubernetesResources)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="Kubernetes toleration objects, passed through."
+    )
+    shm_size: str | None = Field(
+        "8Gi", description="Size of the memory-backed /dev/shm; None mounts none."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        86_400, ge=0, description="Seconds a finished run (and its pods' logs) is kept."
+    )
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Longest a run may take before Kubernetes stops it."
+    )
+    backoff_limit: int = Field(
+        0, ge=0, description="Pod retries inside one run; retries are the store's (max_attempts)."
+    )
+    max_restarts: int = Field(0, ge=0, description="JobSet gang restarts inside one run.")
+    kueue_queue: str | None = Field(
+        None, description="Kueue LocalQueue; set, runs are created suspended for Kueue to admit."
+    )
+    config_map: str | None = Field(None, description="ConfigMap of LORALOOP_* variables (envFrom).")
+    secret: str | None = Field(None, description="Secret of LORALOOP_* variables (envFrom).")
+    pod_template_file: Path | None = Field(
+        None, description="YAML PodTemplateSpec merged under the fields the runner sets."
+    )
+    in_cluster: bool = Field(
+        True, description="Use the pod's service account; false reads a kubeconfig."
+    )
+    kubeconfig: Path | None = Field(None, description="Kubeconfig file; default ~/.kube/config.")
+    context: str | None = Field(None, description="Kubeconfig context; default its current one.")
+
+
 Scope = Literal["infer", "feedback", "admin"]
 
 
@@ -72,7 +133,10 @@ class ApiKey(BaseModel):
 class Settings(BaseSettings):
     """loraloop's settings. See docs/configuration.md for every field."""
 
-    model_config = SettingsConfigDict(env_prefix="LORALOOP_", extra="forbid")
+    # Nested groups read as LORALOOP_<GROUP>__<FIELD>, e.g. LORALOOP_KUBERNETES__NAMESPACE.
+    model_config = SettingsConfigDict(
+        env_prefix="LORALOOP_", env_nested_delimiter="__", extra="forbid"
+    )
 
     # --- base model ---
     base_model: str = Field(
@@ -158,6 +222,9 @@ class Settings(BaseSettings):
     demo_adapter: bool = Field(
         True, description="On first start with an empty registry, register a demo adapter."
     )
+
+    # --- Kubernetes job runners (LORALOOP_KUBERNETES__<FIELD>) ---
+    kubernetes: KubernetesRunnerSettings = Field(default_factory=KubernetesRunnerSettings)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

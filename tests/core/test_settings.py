@@ -59,3 +59,26 @@ def test_the_s3_secret_never_shows_in_output(monkeypatch):
     assert "hunter2-secret" not in repr(settings)
     assert "hunter2-secret" not in str(settings.model_dump())
     assert settings.s3_secret_access_key.get_secret_value() == "hunter2-secret"
+
+
+def test_kubernetes_runner_settings_read_nested_environment_variables(monkeypatch):
+    monkeypatch.setenv("LORALOOP_KUBERNETES__NAMESPACE", "training")
+    monkeypatch.setenv("LORALOOP_KUBERNETES__RESOURCES__LIMITS", '{"nvidia.com/gpu": 8}')
+    monkeypatch.setenv("LORALOOP_KUBERNETES__KUEUE_QUEUE", "team-a")
+    kubernetes = Settings().kubernetes
+    assert kubernetes.namespace == "training"
+    assert kubernetes.resources.limits == {"nvidia.com/gpu": 8}
+    assert kubernetes.kueue_queue == "team-a"
+    assert kubernetes.image is None  # the rest keep their defaults
+
+
+def test_kubernetes_runner_settings_come_from_the_config_file_and_refuse_unknown_keys(
+    tmp_path, monkeypatch
+):
+    config = tmp_path / "loraloop.yaml"
+    config.write_text("kubernetes:\n  image: loraloop:1.0\n  nodes: 4\n")
+    monkeypatch.setenv("LORALOOP_CONFIG", str(config))
+    assert (Settings().kubernetes.image, Settings().kubernetes.nodes) == ("loraloop:1.0", 4)
+    config.write_text("kubernetes:\n  namespac: x\n")
+    with pytest.raises(ValidationError, match="namespac"):
+        Settings()

@@ -4,6 +4,7 @@ settings names, probe routes, non-root pods, secrets only by reference. No clust
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -16,8 +17,10 @@ import yaml
 from kubernetes_validate.utils import all_versions
 from pydantic import BaseModel
 
-from core.settings import Settings
+from core.settings import KubernetesRunnerSettings, Settings
 from service.app import create_app
+from training.jobs.kubernetes.manifests import build_job
+from training.jobs.runner import Launch
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "loraloop"
@@ -27,7 +30,7 @@ KUBERNETES_VERSIONS = [all_versions()[0], all_versions()[-1]]
 CRD_KINDS = {"ServiceMonitor"}
 # Settings the chart already passes to the worker while the jobs work adds them to
 # core/settings.py; they are checked like any other once they exist.
-PENDING_SETTINGS = {"job_runner", "kubernetes"}
+PENDING_SETTINGS = {"job_runner"}
 SECRET_SETTINGS = {"api_keys", "database_url", "s3_access_key_id", "s3_secret_access_key"}
 DUMMY_SECRETS = {
     "LORALOOP_API_KEYS": '[{"name": "ci", "key": "0123456789abcdef", "scopes": ["admin"]}]',
@@ -66,17 +69,37 @@ def of_kind(docs: list[dict], kind: str) -> list[dict]:
     return [doc for doc in docs if doc["kind"] == kind]
 
 
-def job_templates(docs: list[dict]) -> list[dict]:
-    """The training Job template the worker reads from its ConfigMap."""
-    return [
+def _worker_kubernetes_settings(docs: list[dict]) -> KubernetesRunnerSettings:
+    """The worker's ``kubernetes`` settings, read from its rendered LORALOOP_KUBERNETES__* env."""
+    prefix = "LORALOOP_KUBERNETES__"
+    fields: dict[str, Any] = {}
+    for config_map in of_kind(docs, "ConfigMap"):
+        for key, value in (config_map.get("data") or {}).items():
+            if key.startswith(prefix):
+                try:
+                    fields[key.removeprefix(prefix).lower()] = json.loads(value)
+                except json.JSONDecodeError:
+                    fields[key.removeprefix(prefix).lower()] = value
+    return KubernetesRunnerSettings.model_validate(fields)
+
+
+def training_jobs(docs: list[dict]) -> list[dict]:
+    """The Job the Kubernetes runner builds for a run from the chart's pod template and the
+    worker's settings: what the cluster would receive."""
+    templates = [
         yaml.safe_load(text)
         for config_map in of_kind(docs, "ConfigMap")
         for key, text in (config_map.get("data") or {}).items() if key.endswith(".yaml")
     ]
+    if not templates:
+        return []
+    launch = Launch(job_id="job-0123456789abcdef", attempt=1, kind="ppo", use_case="summarize")
+    settings = _worker_kubernetes_settings(docs)
+    return [build_job(launch, settings, base=template) for template in templates]
 
 
 def pod_specs(docs: list[dict]) -> list[dict]:
-    workloads = of_kind(docs, "Deployment") + job_templates(docs)
+    workloads = of_kind(docs, "Deployment") + training_jobs(docs)
     return [workload["spec"]["template"]["spec"] for workload in workloads]
 
 
@@ -136,7 +159,7 @@ def test_rendered_chart_validates_strictly_against_kubernetes(helm, values_name,
     assert result.returncode == 0, result.stdout + result.stderr
     warnings = [line for line in result.stdout.splitlines() if line.startswith("WARN")]
     assert all(any(kind in line for kind in CRD_KINDS) for line in warnings), warnings
-    for job in job_templates(manifests(helm, values_name)):
+    for job in training_jobs(manifests(helm, values_name)):
         kubernetes_validate.validate(job, kubernetes_version, strict=True)
 
 
@@ -229,8 +252,8 @@ def test_nothing_runs_as_root(helm, values_name):
             mounts_of = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
             assert {"/tmp", "/data", "/cache", "/dev/shm", "/home/loraloop"} <= set(mounts_of)
         volumes = {v["name"]: v for v in spec["volumes"]}
-        assert volumes["shm"]["emptyDir"]["medium"] == "Memory"
-        assert volumes["shm"]["emptyDir"]["sizeLimit"]
+        shm = volumes[mounts_of["/dev/shm"]]  # the chart's, or the Kubernetes runner's
+        assert shm["emptyDir"]["medium"] == "Memory" and shm["emptyDir"]["sizeLimit"]
         # A Service named like the release must not inject LORALOOP_PORT=tcp://... into pods.
         assert spec["enableServiceLinks"] is False
 
@@ -331,7 +354,7 @@ def test_the_worker_may_manage_jobs_in_its_namespace_only(helm):
     assert binding["subjects"][0]["name"] == worker_spec["serviceAccountName"]
     assert binding["subjects"][0]["namespace"] == "ml"
     # The server and Job pods have no API access.
-    (job,) = job_templates(docs)
+    (job,) = training_jobs(docs)
     assert job["spec"]["template"]["spec"]["serviceAccountName"] != worker_spec["serviceAccountName"]
     assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 

@@ -191,7 +191,10 @@ integers, so 4294967296 does not become "4.294967296e+09".
 {{- $settings := deepCopy .Values.worker.config }}
 {{- $_ := set $settings "job_runner" .Values.worker.runner }}
 {{- if include "loraloop.kubernetesRunner" . }}
-{{- $kubernetes := merge (dict "namespace" .Release.Namespace "job_template" (include "loraloop.jobTemplatePath" .)) (default dict $settings.kubernetes) }}
+{{- $job := .Values.worker.job }}
+{{- $fromJob := dict "namespace" .Release.Namespace "pod_template_file" (include "loraloop.jobTemplatePath" .) "shm_size" $job.shm.sizeLimit "backoff_limit" $job.backoffLimit "ttl_seconds_after_finished" $job.ttlSecondsAfterFinished }}
+{{- with $job.activeDeadlineSeconds }}{{ $_ := set $fromJob "active_deadline_seconds" . }}{{ end }}
+{{- $kubernetes := merge (default dict $settings.kubernetes) $fromJob }}
 {{- $_ := set $settings "kubernetes" $kubernetes }}
 {{- end }}
 {{- toYaml $settings }}
@@ -218,87 +221,79 @@ integers, so 4294967296 does not become "4.294967296e+09".
 {{- end }}
 {{- end }}
 
-{{/* The batch/v1 Job each training run starts from (runner: kubernetes*). */}}
+{{/* The PodTemplateSpec of a training run (runner: kubernetes*), which the worker reads as
+kubernetes.pod_template_file. The runner sets the command (torchrun ... -m training run-job ID),
+labels, /dev/shm (kubernetes.shm_size) and the Job's own fields (backoff, TTL, deadline) over it. */}}
 {{- define "loraloop.jobTemplate" -}}
 {{- $job := .Values.worker.job -}}
-apiVersion: batch/v1
-kind: Job
 metadata:
   labels:
-    {{- include "loraloop.labels" . | nindent 4 }}
-    app.kubernetes.io/component: training-job
-spec:
-  backoffLimit: {{ $job.backoffLimit }}
-  # Hours, not 0: logs vanish with the pods.
-  ttlSecondsAfterFinished: {{ $job.ttlSecondsAfterFinished }}
-  {{- with $job.activeDeadlineSeconds }}
-  activeDeadlineSeconds: {{ . }}
+    {{- include "loraloop.selectorLabels" (dict "root" . "component" "training-job") | nindent 4 }}
+  {{- with $job.podAnnotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
   {{- end }}
-  template:
-    metadata:
-      labels:
-        {{- include "loraloop.selectorLabels" (dict "root" . "component" "training-job") | nindent 8 }}
-      {{- with $job.podAnnotations }}
-      annotations:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-    spec:
-      restartPolicy: Never
-      serviceAccountName: {{ include "loraloop.serviceAccountName" . }}
-      automountServiceAccountToken: false
-      enableServiceLinks: false
-      {{- with .Values.imagePullSecrets }}
-      imagePullSecrets:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with $job.runtimeClassName }}
-      runtimeClassName: {{ . }}
-      {{- end }}
+spec:
+  restartPolicy: Never
+  serviceAccountName: {{ include "loraloop.serviceAccountName" . }}
+  automountServiceAccountToken: false
+  enableServiceLinks: false
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $job.runtimeClassName }}
+  runtimeClassName: {{ . }}
+  {{- end }}
+  securityContext:
+    {{- toYaml .Values.podSecurityContext | nindent 4 }}
+  containers:
+    - name: trainer
+      image: {{ include "loraloop.image" . | quote }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      envFrom:
+        - configMapRef:
+            name: {{ include "loraloop.fullname" . }}-config
+      env:
+        - name: LORALOOP_DATA_DIR
+          value: /data
+        - name: LORALOOP_CACHE_DIR
+          value: /cache
+        {{- with (include "loraloop.secretEnv" . | trim) }}{{ . | nindent 8 }}{{ end }}
+      resources:
+        {{- include "loraloop.resources" (dict "resources" $job.resources "gpu" $job.gpu "resourceName" .Values.gpu.resourceName) | nindent 8 }}
       securityContext:
-        {{- toYaml .Values.podSecurityContext | nindent 8 }}
-      containers:
-        - name: trainer
-          image: {{ include "loraloop.image" . | quote }}
-          imagePullPolicy: {{ .Values.image.pullPolicy }}
-          # The runner sets the arguments (torchrun ... -m training run-job ID).
-          command: ["python", "-m", "training", "run-job"]
-          envFrom:
-            - configMapRef:
-                name: {{ include "loraloop.fullname" . }}-config
-          env:
-            - name: LORALOOP_DATA_DIR
-              value: /data
-            - name: LORALOOP_CACHE_DIR
-              value: /cache
-            {{- with (include "loraloop.secretEnv" . | trim) }}{{ . | nindent 12 }}{{ end }}
-          resources:
-            {{- include "loraloop.resources" (dict "resources" $job.resources "gpu" $job.gpu "resourceName" .Values.gpu.resourceName) | nindent 12 }}
-          securityContext:
-            {{- toYaml .Values.securityContext | nindent 12 }}
-          volumeMounts:
-            {{- include "loraloop.scratchMounts" . | nindent 12 }}
-            - name: data
-              mountPath: /data
-            - name: adapter-cache
-              mountPath: /cache
-            {{- with (include "loraloop.baseModelMount" . | trim) }}{{ . | nindent 12 }}{{ end }}
-      volumes:
-        {{- include "loraloop.scratchVolumes" (dict "shmSizeLimit" $job.shm.sizeLimit) | nindent 8 }}
+        {{- toYaml .Values.securityContext | nindent 8 }}
+      volumeMounts:
+        - name: tmp
+          mountPath: /tmp
+        - name: home
+          mountPath: /home/loraloop
         - name: data
-          emptyDir: {}
+          mountPath: /data
         - name: adapter-cache
-          emptyDir: {}
-        {{- with (include "loraloop.baseModelVolume" . | trim) }}{{ . | nindent 8 }}{{ end }}
-      {{- with $job.nodeSelector }}
-      nodeSelector:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with $job.affinity }}
-      affinity:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with $job.tolerations }}
-      tolerations:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
+          mountPath: /cache
+        {{- with (include "loraloop.baseModelMount" . | trim) }}{{ . | nindent 8 }}{{ end }}
+  volumes:
+    - name: tmp
+      emptyDir: {}
+    - name: home
+      emptyDir: {}
+    - name: data
+      emptyDir: {}
+    - name: adapter-cache
+      emptyDir: {}
+    {{- with (include "loraloop.baseModelVolume" . | trim) }}{{ . | nindent 4 }}{{ end }}
+  {{- with $job.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $job.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $job.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end }}
