@@ -134,7 +134,7 @@ class _Weights:
 
 def test_manager_evicts_least_recently_used_free_slot_only():
     events = RecordedEvents()
-    manager, _ = _fake_manager(slots=2, max_cpu=0, loader=lambda key: _Weights(), events=events)
+    manager, _ = _fake_manager(slots=2, max_cpu=1, loader=lambda key: _Weights(), events=events)
     a, b, c = AdapterKey("a", 1), AdapterKey("b", 1), AdapterKey("c", 1)
     for key in (a, b):
         manager.acquire(key, "policy").result()
