@@ -254,7 +254,9 @@ class Engine:
     async def score(self, reward: str, prompt: str, completions: list[str]) -> list[float]:
         """Reward of each (prompt, completion) under the reward adapter ``reward``; the pair is
         tokenized by ``core.reward_format.reward_input_ids`` (the format reward training must use)."""
-        sequences = [reward_input_ids(self.tokenizer, prompt, c) for c in completions]
+        sequences = await asyncio.get_running_loop().run_in_executor(  # never on the loop
+            self._io, lambda: [reward_input_ids(self.tokenizer, prompt, c) for c in completions]
+        )
         return await self.score_ids(reward, sequences)
 
     async def score_ids(self, reward: str, sequences: list[list[int]]) -> list[float]:

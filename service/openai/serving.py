@@ -6,9 +6,12 @@ its results into JSON or server-sent events.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from core.names import parse_ref
 from service.engine import Engine, SamplingParams, TokenEvent, TokenStream
@@ -37,6 +40,7 @@ from service.openai.protocol import (
 )
 
 BASE_MODEL = "base"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,11 @@ class OpenAIServing:
         self.metrics = metrics
         self.default_max_tokens = default_max_tokens
         self.completion_sink = completion_sink
+        # Tokenizing a large body takes about a second per MB: never on the event loop.
+        self._tokenize = ThreadPoolExecutor(max_workers=2, thread_name_prefix="loraloop-tokenize")
+
+    async def _off_loop(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._tokenize, fn)
 
     # --- model selection ---
 
@@ -127,16 +136,18 @@ class OpenAIServing:
     async def start_completion(self, request: CompletionRequest) -> Generation:
         prompt = request.prompt
         assert isinstance(prompt, str)  # the protocol validator reduced it to one string
-        prompt_ids = self.tokenizer(prompt)["input_ids"]
+        prompt_ids = await self._off_loop(lambda: self.tokenizer(prompt)["input_ids"])
         params = self._sampling(request, request.max_tokens, request.logprobs)
         return await self._start(prompt, prompt_ids, request.model, params, "cmpl")
 
     async def start_chat(self, request: ChatCompletionRequest) -> Generation:
         messages = [m.model_dump() for m in request.messages]
-        prompt_ids = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        prompt_ids = await self._off_loop(
+            lambda: self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True, return_dict=False
+            )
         )
-        prompt = self.tokenizer.decode(prompt_ids)
+        prompt = await self._off_loop(lambda: self.tokenizer.decode(prompt_ids))
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         max_tokens = request.max_completion_tokens or request.max_tokens
         params = self._sampling(request, max_tokens, logprobs)
