@@ -178,7 +178,9 @@ class Settings(BaseSettings):
     # --- inference engine ---
     max_active_adapters: int = Field(32, ge=1, description="Adapter slots in the LoRA layers.")
     max_lora_rank: int = Field(64, ge=1)
-    max_cpu_adapters: int = Field(128, ge=0, description="Adapters kept in host memory (LRU).")
+    max_cpu_adapters: int = Field(
+        128, ge=1, description="Adapter copies in host memory, in use or not (LRU beyond that)."
+    )
     max_batch_size: int = Field(32, ge=1)
     max_queue: int = Field(256, ge=1, description="Waiting requests before 'overloaded' (429).")
     max_prompt_tokens: int = Field(2048, ge=1)

@@ -107,6 +107,7 @@ class Engine:
             max_cpu_adapters=settings.max_cpu_adapters, events=events,
         )
         self.follower = AliasFollower(registry, self._warm, events)
+        self._wakeup = threading.Event()
         self.scheduler = Scheduler(
             self.model,
             self.lora,
@@ -115,10 +116,10 @@ class Engine:
             prefill_chunk_tokens=settings.prefill_chunk_tokens,
             eos_ids={i for i in eos_ids if i is not None},
             pad_id=pad_id if pad_id is not None else 0,
+            wake=self._wakeup.set,
         )
         self._reserved = 0  # requests between the queue check and the scheduler's queue
         self._reserve_lock = threading.Lock()
-        self._wakeup = threading.Event()
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name="loraloop-engine", daemon=True)
         self._thread.start()
@@ -141,21 +142,24 @@ class Engine:
         params: SamplingParams | None = None,
     ) -> TokenStream:
         """Queue a generation and return its event stream. Raises before anything streams:
-        InvalidRequest, Overloaded (queue full), NotFound / InvalidAdapter (adapter)."""
+        InvalidRequest, Overloaded (queue full), NotFound / InvalidAdapter (adapter's manifest).
+        An adapter that fails to load (fetch, integrity, weights) ends the stream with the
+        error instead."""
         params = params or SamplingParams()
         self._check_prompt(prompt_ids, params)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[TokenEvent | BaseException] = asyncio.Queue()
         self._reserve()
-        key = None
         try:
+            key = None
             if (
                 adapter is not None
                 and adapter not in BASE_NAMES
                 and adapter != self.base_info.model_id
             ):
-                manifest = await self._resolve(adapter)
-                key = await self._acquire(manifest, "policy")
+                # Only the version: the scheduler loads the weights when it admits the request,
+                # so waiting requests hold no host copies (max_cpu_adapters bounds them).
+                key = self._check(await self._resolve(adapter), "policy")
             request = Request(
                 prompt=list(prompt_ids),
                 params=params,
@@ -166,10 +170,6 @@ class Engine:
                 stops=StopMatcher(params.stop),
             )
             self.scheduler.submit(request)
-        except BaseException:
-            if key is not None:
-                self.adapters.release(key)
-            raise
         finally:
             with self._reserve_lock:
                 self._reserved -= 1
@@ -256,7 +256,9 @@ class Engine:
     async def score(self, reward: str, prompt: str, completions: list[str]) -> list[float]:
         """Reward of each (prompt, completion) under the reward adapter ``reward``; the pair is
         tokenized by ``core.reward_format.reward_input_ids`` (the format reward training must use)."""
-        sequences = [reward_input_ids(self.tokenizer, prompt, c) for c in completions]
+        sequences = await asyncio.get_running_loop().run_in_executor(  # never on the loop
+            self._io, lambda: [reward_input_ids(self.tokenizer, prompt, c) for c in completions]
+        )
         return await self.score_ids(reward, sequences)
 
     async def score_ids(self, reward: str, sequences: list[list[int]]) -> list[float]:
@@ -355,15 +357,20 @@ class Engine:
             self._io, self.follower.resolve, ref
         )
 
-    async def _acquire(self, manifest: Manifest, kind: str) -> AdapterKey:
-        """A reference on ``manifest``'s version, loaded; the caller releases it."""
+    def _check(self, manifest: Manifest, kind: str) -> AdapterKey:
+        """The key of ``manifest``'s version if this engine can serve it as ``kind``."""
         if manifest.kind != kind:
             raise InvalidRequest(
                 f"{manifest.ref} is a {manifest.kind} adapter; this call needs a {kind} adapter",
                 param="model",
             )
         check_manifest(manifest, self.base_info, self.settings.max_lora_rank)
-        key = AdapterKey(manifest.adapter, manifest.version)
+        return AdapterKey(manifest.adapter, manifest.version)
+
+    async def _acquire(self, manifest: Manifest, kind: str) -> AdapterKey:
+        """A reference on ``manifest``'s version, loaded; the caller releases it. Cancelling
+        the caller cancels its wait only, never the load others may share."""
+        key = self._check(manifest, kind)
         future = self.adapters.acquire(key, kind)
         try:
             await asyncio.wrap_future(future)
@@ -393,11 +400,20 @@ class Engine:
 
     def _warm(self, manifest: Manifest) -> None:
         """Load a version an alias moved to, before requests are switched to it (blocking)."""
-        check_manifest(manifest, self.base_info, self.settings.max_lora_rank)
-        key = AdapterKey(manifest.adapter, manifest.version)
-        self.adapters.acquire(key, manifest.kind).result()  # raises if it cannot be loaded
-        # Best effort: also copy it into a slot now; the command drops the reference.
-        self._on_engine_thread(lambda: (self.adapters.place(key), self.adapters.release(key)))
+        key = self._check(manifest, manifest.kind)
+        try:
+            self.adapters.acquire(key, manifest.kind).result()  # raises if it cannot be loaded
+        except BaseException:
+            self.adapters.release(key)  # a failed load keeps nothing: the next try loads again
+            raise
+
+        def place_then_release() -> None:  # best effort: also copy it into a slot now
+            try:
+                self.adapters.place(key)
+            finally:
+                self.adapters.release(key)
+
+        self._on_engine_thread(place_then_release)
 
     def _on_engine_thread(self, fn: Callable[[], Any]) -> Future:
         """Run ``fn`` between two engine steps; its result or exception in the future."""

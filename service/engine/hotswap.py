@@ -6,14 +6,16 @@ moved it first loads the new version (``warm``), and only then switches the mapp
 
 - new requests get the new version as soon as it is ready, never a half-loaded one;
 - requests in flight hold a reference on the version they started with and finish on it;
-- a new version that fails to load is logged and skipped; the alias keeps serving the old one
-  until a later refresh succeeds, so no request fails because of a swap.
+- a new version that fails to load is logged (once) and skipped; the alias keeps serving the
+  old one, and the new version is tried again with exponential backoff (WARM_RETRY_FIRST
+  doubling up to WARM_RETRY_MAX), not on every poll, so no request fails because of a swap.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +25,17 @@ from service.engine.adapters import AdapterKey
 from service.engine.events import EngineEvents, NoEvents
 
 log = logging.getLogger(__name__)
+
+# A version an alias moved to that failed to load is tried again after these many seconds,
+# doubling after each failure.
+WARM_RETRY_FIRST = 30.0
+WARM_RETRY_MAX = 900.0
+
+
+@dataclass(frozen=True)
+class _WarmFailure:
+    retry_at: float  # clock() time
+    delay: float  # seconds waited before this retry; doubles on the next failure
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,8 @@ class AliasFollower:
         self._refresh_lock = threading.Lock()
         self._aliases: dict[tuple[str, str], Manifest] = {}
         self._manifests: dict[AdapterKey, Manifest] = {}  # versions are immutable: cache forever
+        self._failures: dict[AdapterKey, _WarmFailure] = {}  # versions that failed to warm
+        self.clock: Callable[[], float] = time.monotonic
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -113,18 +128,31 @@ class AliasFollower:
                             self._aliases.pop((adapter, alias), None)
                         moves.append(AliasMove(adapter, alias, manifest.version, None))
                         continue
+                    key = AdapterKey(adapter, version)
+                    failure = self._failures.get(key)
+                    if failure is not None and self.clock() < failure.retry_at:
+                        continue  # backing off: not fetched again on every poll
                     try:
-                        new = self.manifest(AdapterKey(adapter, version))
+                        new = self.manifest(key)
                         self.warm(new)
                     except Exception:
-                        log.exception(
-                            "%s@%s moved to %s, which cannot be loaded; still serving %s",
-                            adapter,
-                            alias,
-                            version,
-                            manifest.version,
-                        )
+                        delay = WARM_RETRY_FIRST if failure is None else failure.delay * 2
+                        delay = min(delay, WARM_RETRY_MAX)
+                        self._failures[key] = _WarmFailure(self.clock() + delay, delay)
+                        if failure is None:  # logged once; retries log at debug level
+                            log.exception(
+                                "%s@%s moved to %s, which cannot be loaded; still serving %s; "
+                                "retrying with backoff from %g s",
+                                adapter,
+                                alias,
+                                version,
+                                manifest.version,
+                                delay,
+                            )
+                        else:
+                            log.debug("%s still cannot be loaded; next try in %g s", key, delay)
                         continue
+                    self._failures.pop(key, None)
                     with self._lock:
                         self._aliases[(adapter, alias)] = new
                     log.info(

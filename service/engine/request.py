@@ -7,6 +7,7 @@ import enum
 import itertools
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -117,6 +118,10 @@ class Request:
     cancelled: bool = False
     arrived: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
+    # Its adapter reference, taken when admission first reaches it (a waiting request holds
+    # only the version): done once the weights are in host memory. None: nothing held.
+    acquired: Future | None = None
+    slot_wait_since: float | None = None  # when it first found every slot busy
 
     @property
     def adapter(self) -> str | None:

@@ -3,9 +3,13 @@
 One ``step`` (on the engine thread) is:
 
 1. run queued commands (slot placement for admin calls), drop cancelled rows;
-2. admit waiting requests into a prefill group (FIFO; a request whose adapter cannot get a slot
-   yet lets the next one pass) while the batch has room (``max_batch_size``); an idle engine
-   first lets a burst of arrivals land (at most 5 ms) so that it starts as one batch;
+2. admit waiting requests into a prefill group (FIFO) while the batch has room
+   (``max_batch_size``); an idle engine first lets a burst of arrivals land (at most 5 ms) so
+   that it starts as one batch. A waiting request holds only its adapter's version; it takes a
+   reference (which loads the weights into host memory) when admission first reaches it. A
+   request whose adapter is still loading, or cannot get a slot yet, lets the next one pass,
+   until it has waited SLOT_WAIT_LIMIT for a slot: then nobody overtakes it, so the rows on
+   resident adapters drain and free a slot for it;
 3. run ONE prefill chunk of at most ``prefill_chunk_tokens`` tokens (or one reward-scoring
    chunk): this bounds how long running rows wait for a newcomer's prompt (when nothing runs,
    up to IDLE_PREFILL_TOKENS go in one chunk: there is nobody to stall). When a group's
@@ -42,6 +46,9 @@ IDLE_PREFILL_TOKENS = 8192
 # first prefill, so a burst of simultaneous requests shares one prefill and starts as one batch.
 BURST_GAP = 0.001
 BURST_MAX_WAIT = 0.005
+# A request whose adapter is loaded but finds every slot in use lets later requests pass for
+# at most this long; then admission is first come, first served until it has its slot.
+SLOT_WAIT_LIMIT = 1.0
 
 
 class Scheduler:
@@ -55,6 +62,7 @@ class Scheduler:
         prefill_chunk_tokens: int,
         eos_ids: set[int],
         pad_id: int,
+        wake: Callable[[], None] = lambda: None,
     ):
         self.model = model
         self.lora = lora
@@ -63,6 +71,7 @@ class Scheduler:
         self.budget = prefill_chunk_tokens
         self.eos_ids = eos_ids
         self.pad_id = pad_id
+        self.wake = wake  # wakes the engine loop (an adapter load finished)
         self.device = lora.device
         self._lock = threading.Lock()  # guards waiting and score_jobs (other threads submit)
         self.waiting: deque[Request] = deque()
@@ -167,7 +176,8 @@ class Scheduler:
         if request.state is State.DONE:
             return
         request.state = State.DONE
-        if request.key is not None:
+        if request.acquired is not None:
+            assert request.key is not None
             self.adapters.release(request.key)
 
     def _drop_cancelled(self) -> None:
@@ -192,23 +202,54 @@ class Scheduler:
         free = self.max_batch_size - len(self.running)
         budget = self._prefill_budget()
         chosen: list[Request] = []
+        failed: list[tuple[Request, BaseException]] = []
         width = 0
-        with self._lock:
+        now = time.monotonic()
+        with self._lock:  # only cheap work here: the event loop takes this lock to submit
             for request in list(self.waiting):
                 if len(chosen) >= free:
                     break
                 grown = max(width, len(request.prompt))
                 if chosen and (len(chosen) + 1) * grown > budget:
                     break
-                slot = 0 if request.key is None else self.adapters.place(request.key)
-                if slot is None:  # every slot busy: let requests on resident adapters pass
+                try:
+                    slot = self._slot_for(request, now)
+                except Exception as e:  # its adapter failed to load: tell it, admit others
+                    self.waiting.remove(request)
+                    failed.append((request, e))
+                    continue
+                if slot is None:
+                    if request.slot_wait_since and now - request.slot_wait_since >= SLOT_WAIT_LIMIT:
+                        break  # waited long enough: nobody overtakes it any more
                     continue
                 self.waiting.remove(request)
                 request.slot, request.state, width = slot, State.PREFILL, grown
                 chosen.append(request)
+        self.adapters.copy_reserved()  # slot copies, without the lock
+        for request, error in failed:
+            self._emit(request, error)
+            self._finish(request)
+            self.finished["error"] += 1
         if chosen:
             group = PrefillGroup([r.prompt for r in chosen], self.pad_id, self.device)
             self.prefill = (group, chosen)
+
+    def _slot_for(self, request: Request, now: float) -> int | None:
+        """The LoRA slot ``request`` runs in (0: the base), or None while its adapter is
+        loading or every slot is busy. The first call takes its adapter reference, which
+        starts the load (``_finish`` returns it); raises if the load failed."""
+        if request.key is None:
+            return 0
+        if request.acquired is None:
+            request.acquired = self.adapters.acquire(request.key, "policy")
+            request.acquired.add_done_callback(lambda _: self.wake())
+        if not request.acquired.done():
+            return None
+        request.acquired.result()  # raises the load's error
+        slot = self.adapters.reserve(request.key)
+        if slot is None and request.slot_wait_since is None:
+            request.slot_wait_since = now
+        return slot
 
     def _let_burst_land(self) -> None:
         deadline = time.monotonic() + BURST_MAX_WAIT

@@ -6,10 +6,14 @@ its results into JSON or server-sent events.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
+from core.errors import InvalidRequest
 from core.names import parse_ref
 from service.engine import Engine, SamplingParams, TokenEvent, TokenStream
 from service.metrics import ServiceMetrics
@@ -37,6 +41,7 @@ from service.openai.protocol import (
 )
 
 BASE_MODEL = "base"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,24 @@ class OpenAIServing:
         self.metrics = metrics
         self.default_max_tokens = default_max_tokens
         self.completion_sink = completion_sink
+        # Tokenizing a large body takes about a second per MB: never on the event loop, and
+        # not at all for a text too long to fit: a token covers at most ``longest`` characters
+        # (x2: a normalizer may merge characters), so a longer text has too many tokens.
+        self._tokenize = ThreadPoolExecutor(max_workers=2, thread_name_prefix="loraloop-tokenize")
+        longest = max(map(len, self.tokenizer.get_vocab()), default=1)
+        self.max_prompt_chars = engine.settings.max_prompt_tokens * longest * 2
+
+    def _check_length(self, chars: int) -> None:
+        if chars > self.max_prompt_chars:
+            limit = self.engine.settings.max_prompt_tokens
+            raise InvalidRequest(
+                f"the prompt has {chars} characters, more than {limit} tokens (max_prompt_tokens) "
+                "can hold; shorten it",
+                param="prompt",
+            )
+
+    async def _off_loop(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._tokenize, fn)
 
     # --- model selection ---
 
@@ -127,16 +150,20 @@ class OpenAIServing:
     async def start_completion(self, request: CompletionRequest) -> Generation:
         prompt = request.prompt
         assert isinstance(prompt, str)  # the protocol validator reduced it to one string
-        prompt_ids = self.tokenizer(prompt)["input_ids"]
+        self._check_length(len(prompt))
+        prompt_ids = await self._off_loop(lambda: self.tokenizer(prompt)["input_ids"])
         params = self._sampling(request, request.max_tokens, request.logprobs)
         return await self._start(prompt, prompt_ids, request.model, params, "cmpl")
 
     async def start_chat(self, request: ChatCompletionRequest) -> Generation:
         messages = [m.model_dump() for m in request.messages]
-        prompt_ids = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        self._check_length(sum(len(m.content) for m in request.messages))
+        prompt_ids = await self._off_loop(
+            lambda: self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True, return_dict=False
+            )
         )
-        prompt = self.tokenizer.decode(prompt_ids)
+        prompt = await self._off_loop(lambda: self.tokenizer.decode(prompt_ids))
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         max_tokens = request.max_completion_tokens or request.max_tokens
         params = self._sampling(request, max_tokens, logprobs)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
+from core.errors import IntegrityError
 from service.engine import SamplingParams
+from service.engine.hotswap import WARM_RETRY_FIRST
 
 from .test_generation import prompt, run
 
@@ -92,3 +95,53 @@ def test_polling_follows_the_alias_with_a_steady_stream_and_no_failures(
     assert "alpha@1" not in versions[first_new + 4 :]
     for ids, completion in served:
         _expect(peft_reference, completion.adapter, ids, completion.token_ids)
+
+
+def test_a_version_that_fails_to_warm_holds_nothing_and_is_retried_with_backoff(
+    make_engine, published, adapter_dirs, caplog
+):
+    engine = make_engine()
+    fetches: list[tuple[str, int]] = []
+    real_fetch = published.fetch
+    broken = {("alpha", 2)}
+
+    def fetch(adapter: str, version: int):
+        fetches.append((adapter, version))
+        if (adapter, version) in broken:
+            raise IntegrityError(f"{adapter}@{version}: sha256 mismatch")
+        return real_fetch(adapter, version)
+
+    published.fetch = fetch
+    now = [0.0]
+    engine.follower.clock = lambda: now[0]
+    quick = SamplingParams(max_tokens=2, temperature=0)
+
+    async def main():
+        await engine.complete(prompt(1, 4), "alpha", quick)  # alpha@production is followed
+        v2 = published.publish(adapter_dirs["gamma"], "alpha", "policy")
+        published.set_alias("alpha", "production", v2.version, expected=1)
+        for _ in range(5):  # polls while it is broken
+            assert await engine.refresh_aliases() == []
+        assert fetches.count(("alpha", 2)) == 1  # not fetched again on every poll
+        assert all(s.in_use == 0 for s in engine.residency())
+        await engine.unload("alpha@2")  # no reference left behind: no 409
+        assert (await engine.complete(prompt(2, 4), "alpha", quick)).adapter == "alpha@1"
+
+        now[0] += WARM_RETRY_FIRST  # the first retry, still broken
+        assert await engine.refresh_aliases() == []
+        assert fetches.count(("alpha", 2)) == 2
+        now[0] += WARM_RETRY_FIRST  # the backoff doubled: not yet
+        assert await engine.refresh_aliases() == []
+        assert fetches.count(("alpha", 2)) == 2
+
+        broken.clear()  # the registry is repaired
+        now[0] += WARM_RETRY_FIRST
+        moves = await engine.refresh_aliases()
+        assert [(m.old, m.new) for m in moves] == [(1, 2)]
+        return await engine.complete(prompt(3, 4), "alpha", quick)
+
+    with caplog.at_level(logging.DEBUG, logger="service.engine.hotswap"):
+        served = run(main())
+    assert served.adapter == "alpha@2"
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and "cannot be loaded" in errors[0].getMessage()

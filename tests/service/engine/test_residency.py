@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from core.errors import Conflict, InvalidAdapter
 from service.engine import SamplingParams
 from service.engine.adapters import AdapterKey, AdapterManager
+from service.engine.scheduler import SLOT_WAIT_LIMIT
 
 from .test_generation import prompt, run
 
@@ -134,7 +136,7 @@ class _Weights:
 
 def test_manager_evicts_least_recently_used_free_slot_only():
     events = RecordedEvents()
-    manager, _ = _fake_manager(slots=2, max_cpu=0, loader=lambda key: _Weights(), events=events)
+    manager, _ = _fake_manager(slots=2, max_cpu=1, loader=lambda key: _Weights(), events=events)
     a, b, c = AdapterKey("a", 1), AdapterKey("b", 1), AdapterKey("c", 1)
     for key in (a, b):
         manager.acquire(key, "policy").result()
@@ -182,3 +184,141 @@ def test_manager_single_flight_under_thread_contention_and_failed_loads_retry():
         manager.release(bad)
     assert calls.count(bad) == 2  # a failed load is not cached
     assert all(s.adapter != "bad" for s in manager.status())
+
+
+def test_cancelling_one_waiter_leaves_the_shared_load_to_the_others():
+    gate = threading.Event()
+    calls = []
+
+    def loader(key):
+        calls.append(key)
+        return _Weights()
+
+    manager, _ = _fake_manager(slots=2, max_cpu=4, loader=loader)
+    busy = [manager.executor.submit(gate.wait, 5) for _ in range(8)]  # the load stays queued
+    key = AdapterKey("x", 1)
+    impatient, patient = manager.acquire(key, "policy"), manager.acquire(key, "policy")
+    assert impatient.cancel()  # a caller's timeout
+    manager.release(key)
+    gate.set()
+    assert patient.result(timeout=5).key == key
+    manager.release(key)
+    assert manager.acquire(key, "policy").result(timeout=5).key == key  # not poisoned
+    manager.release(key)
+    assert calls == [key] and all(f.result() for f in busy)
+
+
+def test_a_timeout_around_a_request_whose_load_is_queued_does_not_poison_the_version(
+    make_engine, published
+):
+    gate = threading.Event()
+    real_fetch = published.fetch
+
+    def slow_fetch(adapter: str, version: int):
+        if adapter != "judge":
+            gate.wait(10)  # four slow downloads fill the four load threads
+        return real_fetch(adapter, version)
+
+    published.fetch = slow_fetch
+    engine = make_engine(max_active_adapters=8)
+    params = SamplingParams(max_tokens=3, temperature=0)
+
+    async def main():
+        policies = [
+            asyncio.create_task(engine.complete(prompt(i, 5), name, params))
+            for i, name in enumerate(["alpha", "beta", "gamma", "delta"])
+        ]
+        while engine.adapters.loads < 4:
+            await asyncio.sleep(0.01)
+        with pytest.raises(TimeoutError):  # judge's load waits behind them: the caller gives up
+            await asyncio.wait_for(engine.score("judge", "a prompt", ["an answer"]), 0.2)
+        gate.set()
+        scores = await engine.score("judge", "a prompt", ["an answer"])
+        return scores, await asyncio.gather(*policies)
+
+    scores, completions = run(main())
+    assert len(scores) == 1 and all(c.usage.completion_tokens == 3 for c in completions)
+    assert all(s.in_use == 0 for s in engine.residency())
+
+
+def test_host_copies_never_exceed_max_cpu_adapters_while_requests_wait(
+    make_engine, peft_reference
+):
+    # 4 adapters wanted at once, room for 1 host copy: they load in turn, never all at once
+    engine = make_engine(max_active_adapters=2, max_cpu_adapters=1)
+    lock = threading.Lock()
+    counts = {"alive": 0, "loading": 0, "peak": 0}
+    real_loader = engine.adapters.loader
+
+    def gone():
+        with lock:
+            counts["alive"] -= 1
+
+    def counting_loader(key):
+        with lock:
+            counts["loading"] += 1
+            counts["peak"] = max(counts["peak"], counts["alive"] + counts["loading"])
+        weights = real_loader(key)
+        with lock:
+            counts["loading"] -= 1
+            counts["alive"] += 1
+        weakref.finalize(weights, gone)
+        return weights
+
+    engine.adapters.loader = counting_loader
+    params = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)
+    names = ["alpha", "beta", "gamma", "delta", "alpha", None, "gamma", "beta", "delta"]
+
+    async def main():
+        return await asyncio.gather(
+            *[engine.complete(prompt(50 + i, 5), name, params) for i, name in enumerate(names)]
+        )
+
+    completions = run(main())
+    for i, (name, completion) in enumerate(zip(names, completions, strict=True)):
+        reference = peft_reference(name, prompt(50 + i, 5), 6)
+        assert completion.token_ids[: len(reference)] == reference, name
+    assert counts["peak"] == 1
+    assert engine.adapters.host_copies() <= 1
+
+
+def test_a_request_waiting_for_a_slot_is_admitted_while_resident_adapters_stay_busy(
+    make_engine,
+):
+    # 2 slots kept referenced by a steady stream on alpha and beta; gamma must still get in
+    engine = make_engine(max_active_adapters=2, max_batch_size=16)
+    params = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
+
+    def staggered(worker: int) -> SamplingParams:  # so the stream's requests never end together
+        return SamplingParams(max_tokens=5 + 3 * worker, temperature=0, ignore_eos=True)
+
+    async def main():
+        stop = asyncio.Event()
+        served = {"alpha": 0, "beta": 0}
+
+        async def stream_of_requests(name: str, worker: int):
+            i = 0
+            while not stop.is_set():
+                await engine.complete(prompt(100 * worker + i, 5), name, staggered(worker))
+                served[name] += 1
+                i += 1
+
+        workers = [
+            asyncio.create_task(stream_of_requests(name, w))
+            for w, name in enumerate(["alpha", "beta"] * 6)
+        ]
+        while min(served.values()) < 4:  # both adapters resident and busy
+            await asyncio.sleep(0.01)
+        try:  # its wait is bounded: SLOT_WAIT_LIMIT, then the running rows drain
+            gamma = await asyncio.wait_for(
+                engine.complete(prompt(7, 5), "gamma", params), SLOT_WAIT_LIMIT + 4
+            )
+            during = dict(served)
+        finally:
+            stop.set()
+            await asyncio.gather(*workers)
+        return gamma, during
+
+    gamma, during = run(main())
+    assert gamma.adapter == "gamma@1" and gamma.usage.completion_tokens == 8
+    assert min(during.values()) >= 4
