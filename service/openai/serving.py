@@ -89,7 +89,7 @@ class OpenAIServing:
         """None for the base model; otherwise the adapter reference (validated)."""
         if model in (BASE_MODEL, self.engine.base_info.model_id):
             return None
-        parse_ref(model)  # InvalidName -> 400 before any work
+        parse_ref(model, param="model")  # InvalidName -> 400 before any work
         return model
 
     def served_model(self, requested: str, event_adapter: str | None) -> str:
