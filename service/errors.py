@@ -58,6 +58,11 @@ def domain_error_response(error: LoraloopError) -> JSONResponse:
                 log.warning("%s: %s", type(error).__name__, error)
             return error_response(status, str(error), type_, getattr(error, "param", None), code)
     log.exception("unmapped domain error", exc_info=error)
+    return internal_error_response()
+
+
+def internal_error_response() -> JSONResponse:
+    """A failure that is ours, not the caller's: no details leak."""
     return error_response(500, "internal error", "api_error", code="internal_error")
 
 
@@ -94,4 +99,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error", exc_info=error)
-        return error_response(500, "internal error", "api_error", code="internal_error")
+        return internal_error_response()
