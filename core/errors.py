@@ -40,6 +40,11 @@ class RegistryUnavailable(LoraloopError):
     """The registry backend cannot be reached (HTTP 503)."""
 
 
+class Unavailable(LoraloopError):
+    """The server cannot take work now, e.g. while it shuts down; retry, another replica
+    may answer (HTTP 503 with Retry-After)."""
+
+
 class Overloaded(LoraloopError):
     """The engine's queue is full; retry later (HTTP 429)."""
 

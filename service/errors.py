@@ -22,6 +22,7 @@ from core.errors import (
     Overloaded,
     RegistryUnavailable,
     TimedOut,
+    Unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ _MAPPING: list[tuple[type[LoraloopError], int, str, str]] = [
     (Overloaded, 429, "rate_limit_error", "overloaded"),
     (IntegrityError, 502, "api_error", "integrity_error"),
     (RegistryUnavailable, 503, "api_error", "registry_unavailable"),
+    (Unavailable, 503, "api_error", "unavailable"),
     (TimedOut, 504, "timeout_error", "timeout"),
 ]
 RETRY_AFTER_SECONDS = "1"

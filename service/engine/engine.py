@@ -23,7 +23,7 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from core.base_model import BaseModelInfo, base_model_info, load_base_model, load_tokenizer
-from core.errors import InvalidRequest, LoraloopError, Overloaded
+from core.errors import InvalidRequest, Overloaded, Unavailable
 from core.registry import Manifest, Registry
 from core.reward_format import reward_input_ids
 from core.settings import Settings
@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 BASE_NAMES = ("base",)
 
 
-class EngineClosed(LoraloopError):
-    """The engine shut down while the request was pending."""
+class EngineClosed(Unavailable):
+    """The engine shut down while the request was pending (503: another replica may serve)."""
 
 
 @dataclass(frozen=True)
@@ -243,7 +243,8 @@ class Engine:
         with self._reserve_lock:
             if self._closing:
                 raise EngineClosed("the engine is shutting down")
-            if self._reserved + self.scheduler.num_waiting >= self.settings.max_queue:
+            queued = self._reserved + self.scheduler.num_waiting + len(self.scheduler.score_jobs)
+            if queued >= self.settings.max_queue:
                 raise Overloaded(
                     f"{self.settings.max_queue} requests are already waiting; retry later"
                 )
@@ -264,10 +265,15 @@ class Engine:
         for ids in sequences:
             if not ids or len(ids) > self.max_context or max(ids) >= self.vocab_size:
                 raise InvalidRequest("each scored sequence needs 1..context valid token ids")
-        manifest = await self._resolve(reward)
-        key = await self._acquire(manifest, "reward")
-        job = ScoreJob(key, [list(s) for s in sequences], Future())
-        self.scheduler.submit_score(job)  # the scheduler releases ``key`` when the job ends
+        self._reserve()  # scoring counts against the same queue bound as generation
+        try:
+            manifest = await self._resolve(reward)
+            key = await self._acquire(manifest, "reward")
+            job = ScoreJob(key, [list(s) for s in sequences], Future())
+            self.scheduler.submit_score(job)  # the scheduler releases ``key`` when the job ends
+        finally:
+            with self._reserve_lock:
+                self._reserved -= 1
         self._wakeup.set()
         try:
             return await asyncio.wrap_future(job.future)
