@@ -119,6 +119,12 @@ class OpenAIServing:
             ignore_eos=request.ignore_eos,
         )
 
+    def _rest_of_context(self, prompt_ids: list[int]) -> int:
+        """Chat's default max_tokens, as in OpenAI and vLLM: what the context leaves after the
+        prompt, bounded by max_new_tokens (a prompt filling the context is refused later)."""
+        left = self.engine.max_context - len(prompt_ids)
+        return max(1, min(self.engine.settings.max_new_tokens, left))
+
     async def _start(self, prompt: str, prompt_ids: list[int], model: str, params: SamplingParams, prefix: str) -> Generation:
         started = time.monotonic()
         events = await self.engine.submit(prompt_ids, self.adapter_of(model), params)
@@ -138,7 +144,7 @@ class OpenAIServing:
         )
         prompt = self.tokenizer.decode(prompt_ids)
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
-        max_tokens = request.max_completion_tokens or request.max_tokens
+        max_tokens = request.max_completion_tokens or request.max_tokens or self._rest_of_context(prompt_ids)
         params = self._sampling(request, max_tokens, logprobs)
         return await self._start(prompt, list(prompt_ids), request.model, params, "chatcmpl")
 
