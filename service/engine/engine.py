@@ -42,6 +42,7 @@ from service.engine.weights import AdapterWeights, read_adapter
 log = logging.getLogger(__name__)
 
 BASE_NAMES = ("base",)
+MIB = 1 << 20
 
 
 class EngineClosed(Unavailable):
@@ -122,12 +123,16 @@ class Engine:
         self._thread.start()
         self.follower.start(settings.alias_poll_seconds)
         log.info(
-            "engine ready: %s on %s, %d adapter slots (rank <= %d), batch <= %d",
+            "engine ready: %s on %s, %d adapter slots (rank <= %d), batch <= %d; LoRA buffers "
+            "%.1f MiB preallocated (slots %.1f MiB + per-row copies %.1f MiB)",
             self.base_info.model_id,
             self.device,
             settings.max_active_adapters,
             settings.max_lora_rank,
             settings.max_batch_size,
+            (self.lora.nbytes + self.scheduler.rows.nbytes) / MIB,
+            self.lora.nbytes / MIB,
+            self.scheduler.rows.nbytes / MIB,
         )
 
     # --- generation ---
