@@ -9,15 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 AdapterKind = Literal["policy", "reward"]
-
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
-#: The only files a version holds. A manifest's ``files`` keys become local file names when a
-#: version is fetched, so nothing else (``../x``, ``/etc/x``, ``a/b``) may ever be accepted.
-ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 
 
 class FileEntry(BaseModel):
@@ -45,16 +39,6 @@ class Manifest(BaseModel):
     lineage: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     created_by: str | None = None
-
-    @field_validator("files")
-    @classmethod
-    def _only_adapter_files(cls, files: dict[str, FileEntry]) -> dict[str, FileEntry]:
-        for name in files:
-            if name not in ADAPTER_FILES:
-                raise ValueError(
-                    f"files names {name!r}; a version may only hold {', '.join(ADAPTER_FILES)}"
-                )
-        return files
 
     @property
     def ref(self) -> str:

@@ -18,8 +18,11 @@ from safetensors import safe_open
 
 from core.base_model import BaseModelInfo
 from core.errors import InvalidAdapter
-from core.registry.manifest import ADAPTER_FILES as ADAPTER_FILES  # re-exported
-from core.registry.manifest import CONFIG_FILE, WEIGHTS_FILE, AdapterKind
+from core.registry.manifest import AdapterKind
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 # base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight (causal LM and seq-cls alike)
