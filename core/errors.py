@@ -53,6 +53,11 @@ class TooLarge(LoraloopError):
         self.param = param
 
 
+class Unavailable(LoraloopError):
+    """The server cannot take work now, e.g. while it shuts down; retry, another replica
+    may answer (HTTP 503 with Retry-After)."""
+
+
 class Overloaded(LoraloopError):
     """The engine's queue is full; retry later (HTTP 429)."""
 

@@ -176,8 +176,10 @@ class Settings(BaseSettings):
     s3_max_attempts: int = Field(3, ge=1, description="boto3 retry attempts (standard mode).")
 
     # --- inference engine ---
-    max_active_adapters: int = Field(32, ge=1, description="Adapter slots in the LoRA layers.")
-    max_lora_rank: int = Field(64, ge=1)
+    # Defaults sized so that a 7B base in bf16 fits a 24 GB GPU with the KV cache: see the LoRA
+    # memory formula in docs/configuration.md (3.05 GiB of LoRA buffers on Llama-2-7B).
+    max_active_adapters: int = Field(8, ge=1, description="Adapter slots in the LoRA layers.")
+    max_lora_rank: int = Field(16, ge=1)
     max_cpu_adapters: int = Field(
         128, ge=1, description="Adapter copies in host memory, in use or not (LRU beyond that)."
     )

@@ -23,6 +23,7 @@ from core.errors import (
     RegistryUnavailable,
     TimedOut,
     TooLarge,
+    Unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ _MAPPING: list[tuple[type[LoraloopError], int, str, str]] = [
     (Overloaded, 429, "rate_limit_error", "overloaded"),
     (IntegrityError, 502, "api_error", "integrity_error"),
     (RegistryUnavailable, 503, "api_error", "registry_unavailable"),
+    (Unavailable, 503, "api_error", "unavailable"),
     (TimedOut, 504, "timeout_error", "timeout"),
 ]
 RETRY_AFTER_SECONDS = "1"
@@ -60,6 +62,11 @@ def domain_error_response(error: LoraloopError) -> JSONResponse:
                 log.warning("%s: %s", type(error).__name__, error)
             return error_response(status, str(error), type_, getattr(error, "param", None), code)
     log.exception("unmapped domain error", exc_info=error)
+    return internal_error_response()
+
+
+def internal_error_response() -> JSONResponse:
+    """A failure that is ours, not the caller's: no details leak."""
     return error_response(500, "internal error", "api_error", code="internal_error")
 
 
@@ -96,4 +103,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error", exc_info=error)
-        return error_response(500, "internal error", "api_error", code="internal_error")
+        return internal_error_response()

@@ -25,7 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from core.base.checkpoint import load_base_model, load_tokenizer
 from core.base.folders import base_model_info
 from core.base.info import BaseModelInfo
-from core.errors import InvalidRequest, LoraloopError, Overloaded
+from core.errors import InvalidRequest, Overloaded, Unavailable
 from core.registry import Manifest, Registry
 from core.reward_format import reward_input_ids
 from core.settings import Settings
@@ -44,10 +44,11 @@ from service.engine.weights import AdapterWeights, read_adapter
 log = logging.getLogger(__name__)
 
 BASE_NAMES = ("base",)
+MIB = 1 << 20
 
 
-class EngineClosed(LoraloopError):
-    """The engine shut down while the request was pending."""
+class EngineClosed(Unavailable):
+    """The engine shut down while the request was pending (503: another replica may serve)."""
 
 
 @dataclass(frozen=True)
@@ -125,12 +126,16 @@ class Engine:
         self._thread.start()
         self.follower.start(settings.alias_poll_seconds)
         log.info(
-            "engine ready: %s on %s, %d adapter slots (rank <= %d), batch <= %d",
+            "engine ready: %s on %s, %d adapter slots (rank <= %d), batch <= %d; LoRA buffers "
+            "%.1f MiB preallocated (slots %.1f MiB + per-row copies %.1f MiB)",
             self.base_info.model_id,
             self.device,
             settings.max_active_adapters,
             settings.max_lora_rank,
             settings.max_batch_size,
+            (self.lora.nbytes + self.scheduler.rows.nbytes) / MIB,
+            self.lora.nbytes / MIB,
+            self.scheduler.rows.nbytes / MIB,
         )
 
     # --- generation ---
@@ -245,7 +250,8 @@ class Engine:
         with self._reserve_lock:
             if self._closing:
                 raise EngineClosed("the engine is shutting down")
-            if self._reserved + self.scheduler.num_waiting >= self.settings.max_queue:
+            queued = self._reserved + self.scheduler.num_waiting + len(self.scheduler.score_jobs)
+            if queued >= self.settings.max_queue:
                 raise Overloaded(
                     f"{self.settings.max_queue} requests are already waiting; retry later"
                 )
@@ -268,10 +274,15 @@ class Engine:
         for ids in sequences:
             if not ids or len(ids) > self.max_context or max(ids) >= self.vocab_size:
                 raise InvalidRequest("each scored sequence needs 1..context valid token ids")
-        manifest = await self._resolve(reward)
-        key = await self._acquire(manifest, "reward")
-        job = ScoreJob(key, [list(s) for s in sequences], Future())
-        self.scheduler.submit_score(job)  # the scheduler releases ``key`` when the job ends
+        self._reserve()  # scoring counts against the same queue bound as generation
+        try:
+            manifest = await self._resolve(reward)
+            key = await self._acquire(manifest, "reward")
+            job = ScoreJob(key, [list(s) for s in sequences], Future())
+            self.scheduler.submit_score(job)  # the scheduler releases ``key`` when the job ends
+        finally:
+            with self._reserve_lock:
+                self._reserved -= 1
         self._wakeup.set()
         try:
             return await asyncio.wrap_future(job.future)

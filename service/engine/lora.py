@@ -119,6 +119,14 @@ class LoraModel:
         ref = self.layers[0].base.weight
         self.device, self.dtype = ref.device, ref.dtype
 
+    @property
+    def nbytes(self) -> int:
+        """Memory of every slot's A, B and scaling (the base's slot 0 included), preallocated:
+        (num_slots + 1) x sum over wrapped projections of (max_rank x (in + out) + 1) elements."""
+        return sum(
+            layer.lora_A.nbytes + layer.lora_B.nbytes + layer.scaling.nbytes for layer in self.layers
+        )
+
     # --- slots ---
 
     @torch.no_grad()
@@ -226,6 +234,11 @@ class BatchRows:
 
     def __len__(self) -> int:
         return len(self.slots)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory of the per-row copies: as much as ``capacity`` more slots."""
+        return sum(t.nbytes for buffers in (self._A, self._B, self._s) for t in buffers)
 
     @torch.no_grad()
     def append(self, slots: Sequence[int]) -> None:

@@ -15,11 +15,17 @@ import torch
 from core.errors import InvalidRequest
 
 MAX_TOP_LOGPROBS = 20
+# Temperatures below this are greedy, as in vLLM: dividing logits by a tinier one overflows to
+# inf and leaves nothing to sample from.
+GREEDY_TEMPERATURE = 1e-5
+# torch.Generator.manual_seed takes [-2^63, 2^64); OpenAI and vLLM bound seed to int64.
+SEED_RANGE = (-(1 << 63), (1 << 63) - 1)
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """What a request asks of decoding. ``temperature == 0`` (or ``top_k == 1``) is greedy.
+    """What a request asks of decoding. ``temperature`` below 1e-5 (or ``top_k == 1``) is
+    greedy; a ``top_k`` at or above the vocabulary size keeps every token.
 
     ``logprobs``: None for none, 0 for the chosen token's log-probability, k for the k most
     likely alternatives as well (at most 20). Log-probabilities are those of the model's
@@ -51,6 +57,12 @@ class SamplingParams:
             raise InvalidRequest("top_k must be an integer >= 0 (0 turns it off)", param="top_k")
         if any(not isinstance(s, str) or not s for s in self.stop) or len(self.stop) > 16:
             raise InvalidRequest("stop must be at most 16 non-empty strings", param="stop")
+        if self.seed is not None and (
+            not isinstance(self.seed, int) or not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]
+        ):
+            raise InvalidRequest(
+                f"seed must be an integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}]", param="seed"
+            )
         if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
             raise InvalidRequest(
                 f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}", param="logprobs"
@@ -58,7 +70,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0 or self.top_k == 1
+        return self.temperature < GREEDY_TEMPERATURE or self.top_k == 1
 
     def generator(self, device: torch.device) -> torch.Generator:
         """The request's own random stream: from ``seed``, else from fresh OS entropy."""
@@ -82,6 +94,8 @@ def mask_top_p(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     # the most likely token therefore always stays.
     before = probs.cumsum(dim=-1) - probs
     drop_sorted = before >= top_p[:, None]
+    # Also when top_p rounds to 0 in the logits' dtype (a float64 5e-324 is 0 in float32).
+    drop_sorted[:, 0] = False
     drop = drop_sorted.scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
 
@@ -100,7 +114,9 @@ def choose_tokens(
     device = logits.device
     rows = torch.tensor(sampled, device=device)
     temperature = torch.tensor([params[i].temperature for i in sampled], device=device)
-    top_k = torch.tensor([params[i].top_k for i in sampled], device=device)
+    # Clamped here: any top_k >= vocab keeps every token, and 2^63 would overflow the tensor.
+    vocab = logits.shape[-1]
+    top_k = torch.tensor([min(params[i].top_k, vocab) for i in sampled], device=device)
     top_p = torch.tensor([params[i].top_p for i in sampled], device=device)
     scores = logits[rows].float() / temperature[:, None]
     if bool((top_k > 0).any()):

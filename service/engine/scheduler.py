@@ -155,11 +155,15 @@ class Scheduler:
         return worked
 
     def fail_all(self, error: BaseException) -> None:
-        """After a failed step: every request in flight gets ``error``; the batch is reset."""
+        """After a failed step: every request in flight gets ``error`` now and returns its
+        adapter reference; the batch is reset. A prefill group stays in ``self.prefill`` until
+        its rows have joined ``self.running``, so a step failing in between misses nobody."""
         in_flight = self.running + (self.prefill[1] if self.prefill else [])
         self.running, self.prefill, self.batch = [], None, None
         self.rows.keep([])
-        for request in in_flight:
+        for request in dict.fromkeys(in_flight):  # a row may be in both while it joins
+            if request.state is State.DONE:  # finished (and told so) before the failure
+                continue
             self._emit(request, error)
             self._finish(request)
             self.finished["error"] += 1
@@ -272,7 +276,6 @@ class Scheduler:
             logits = group.step(self.model, self._prefill_budget())
         if logits is None:
             return
-        self.prefill = None
         tokens = self._choose(logits, requests)
         joined = DecodeBatch.from_prefill(group, tokens)
         keep = []
@@ -294,6 +297,7 @@ class Scheduler:
             else:
                 keep.append(i)
         if not keep:
+            self.prefill = None
             return
         if len(keep) < len(requests):
             joined.filter(keep)
@@ -305,6 +309,7 @@ class Scheduler:
         else:
             self.batch.concat(joined)
         self.rows.append([r.slot for r in joined_requests])
+        self.prefill = None  # only now: until here a failure must reach these requests
         self.running.extend(joined_requests)
 
     def _decode_step(self) -> None:

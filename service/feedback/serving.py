@@ -40,7 +40,7 @@ def adapter_version(model: str, param: str) -> AdapterVersion:
     """'base' or 'name@N' (a fixed version: win rates compare versions, not aliases)."""
     if model == "base":
         return AdapterVersion.BASE
-    ref = parse_ref(model)
+    ref = parse_ref(model, param=param)
     if ref.version is None:
         raise InvalidRequest(f"{param} must be 'base' or 'name@N', got {model!r}", param=param)
     return AdapterVersion(ref.name, ref.version)

@@ -14,7 +14,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from core.errors import LoraloopError, TimedOut
 from service.auth import InferCaller
-from service.errors import domain_error_response
+from service.errors import domain_error_response, internal_error_response
 from service.openai.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -36,38 +36,65 @@ DISCONNECT_POLL_SECONDS = 0.25
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left; nobody reads it
 
 
-async def _unless_disconnected(request: Request, work: Awaitable[T], timeout: float) -> T | Response:
-    """Await ``work``; cancel it (freeing its batch row) if the client goes away or time runs out."""
+def _timed_out(timeout: float) -> TimedOut:
+    return TimedOut(f"the request exceeded the request timeout of {timeout:g} s")
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T], deadline: float, timeout: float) -> T | Response:
+    """Await ``work``; cancel it (freeing its batch row, or its wait for an adapter) if the
+    client goes away or the request's ``deadline`` (loop time) passes."""
     task = asyncio.ensure_future(work)
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout_at(deadline):
             while True:
                 done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_SECONDS)
                 if done:
                     return task.result()
                 if await request.is_disconnected():
-                    log.info("client disconnected; generation cancelled")
+                    log.info("client disconnected; request cancelled")
                     return Response(status_code=CLIENT_CLOSED_REQUEST)
     except TimeoutError:
-        raise TimedOut(f"the generation exceeded the request timeout of {timeout:g} s") from None
+        raise _timed_out(timeout) from None
     finally:
         task.cancel()
 
 
-def _sse(chunks: AsyncGenerator[dict, None], generation: Generation, timeout: float) -> StreamingResponse:
+async def _start(request: Request, start: Awaitable[Generation], deadline: float, timeout: float) -> Generation | Response:
+    """Resolve the adapter, load it and queue the generation, under the request's deadline and
+    disconnect watch: a load from the registry may take long."""
+    task = asyncio.ensure_future(start)
+    try:
+        result = await _unless_disconnected(request, task, deadline, timeout)
+    except BaseException:
+        await _abandon(task)
+        raise
+    if isinstance(result, Response):
+        await _abandon(task)
+    return result
+
+
+async def _abandon(task: asyncio.Future[Generation]) -> None:
+    """The request was given up just as its generation was queued: free its row now."""
+    if task.done() and not task.cancelled() and task.exception() is None:
+        await task.result().events.aclose()
+
+
+def _sse(chunks: AsyncGenerator[dict, None], generation: Generation, deadline: float, timeout: float) -> StreamingResponse:
     """Server-sent events in OpenAI's framing; an error mid-stream is sent as an event.
     However the stream ends, the generation is closed, which frees its batch row."""
 
     async def body() -> AsyncIterator[str]:
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 async for chunk in chunks:
                     yield f"data: {json.dumps(chunk)}\n\n"
         except TimeoutError:
-            timed_out = TimedOut(f"the generation exceeded the request timeout of {timeout:g} s")
-            yield f"data: {domain_error_response(timed_out).body.decode()}\n\n"
+            yield f"data: {domain_error_response(_timed_out(timeout)).body.decode()}\n\n"
         except LoraloopError as e:
             yield f"data: {domain_error_response(e).body.decode()}\n\n"
+        except Exception:  # a failed engine step: the client still gets an error event
+            log.exception("generation failed mid-stream")
+            yield f"data: {internal_error_response().body.decode()}\n\n"
         finally:
             # On a client disconnect this task is cancelled, and anyio re-raises the
             # cancellation at every await: shield the close so the engine frees the row now.
@@ -85,22 +112,28 @@ def _sse(chunks: AsyncGenerator[dict, None], generation: Generation, timeout: fl
 async def create_completion(body: CompletionRequest, request: Request, _: InferCaller, state: StateDep):
     """Complete a prompt with the base model or an adapter (OpenAI-compatible)."""
     serving: OpenAIServing = state.openai
-    generation = await serving.start_completion(body)
     timeout = state.settings.request_timeout_seconds
+    deadline = asyncio.get_running_loop().time() + timeout  # covers adapter loading too
+    generation = await _start(request, serving.start_completion(body), deadline, timeout)
+    if isinstance(generation, Response):
+        return generation
     if body.stream:
-        return _sse(serving.completion_chunks(body, generation), generation, timeout)
-    return await _unless_disconnected(request, serving.completion(body, generation), timeout)
+        return _sse(serving.completion_chunks(body, generation), generation, deadline, timeout)
+    return await _unless_disconnected(request, serving.completion(body, generation), deadline, timeout)
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, _: InferCaller, state: StateDep):
     """Answer a conversation with the base model or an adapter (OpenAI-compatible)."""
     serving: OpenAIServing = state.openai
-    generation = await serving.start_chat(body)
     timeout = state.settings.request_timeout_seconds
+    deadline = asyncio.get_running_loop().time() + timeout  # covers adapter loading too
+    generation = await _start(request, serving.start_chat(body), deadline, timeout)
+    if isinstance(generation, Response):
+        return generation
     if body.stream:
-        return _sse(serving.chat_chunks(body, generation), generation, timeout)
-    return await _unless_disconnected(request, serving.chat(body, generation), timeout)
+        return _sse(serving.chat_chunks(body, generation), generation, deadline, timeout)
+    return await _unless_disconnected(request, serving.chat(body, generation), deadline, timeout)
 
 
 @router.get("/v1/models", response_model=ModelList)

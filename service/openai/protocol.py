@@ -41,7 +41,7 @@ class SamplingFields(BaseModel):
     ignore_eos: bool = Field(False, description="Generate past the end-of-sequence token (extension).")
     n: int = Field(1, ge=1, le=1, description="Only n=1 is supported; ask again for more.")
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(1 << 63), le=(1 << 63) - 1, description="A 64-bit signed integer.")
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)

@@ -112,7 +112,7 @@ class OpenAIServing:
         """None for the base model; otherwise the adapter reference (validated)."""
         if model in (BASE_MODEL, self.engine.base_info.model_id):
             return None
-        parse_ref(model)  # InvalidName -> 400 before any work
+        parse_ref(model, param="model")  # InvalidName -> 400 before any work
         return model
 
     def served_model(self, requested: str, event_adapter: str | None) -> str:
@@ -142,6 +142,12 @@ class OpenAIServing:
             ignore_eos=request.ignore_eos,
         )
 
+    def _rest_of_context(self, prompt_ids: list[int]) -> int:
+        """Chat's default max_tokens, as in OpenAI and vLLM: what the context leaves after the
+        prompt, bounded by max_new_tokens (a prompt filling the context is refused later)."""
+        left = self.engine.max_context - len(prompt_ids)
+        return max(1, min(self.engine.settings.max_new_tokens, left))
+
     async def _start(self, prompt: str, prompt_ids: list[int], model: str, params: SamplingParams, prefix: str) -> Generation:
         started = time.monotonic()
         events = await self.engine.submit(prompt_ids, self.adapter_of(model), params)
@@ -165,7 +171,7 @@ class OpenAIServing:
         )
         prompt = await self._off_loop(lambda: self.tokenizer.decode(prompt_ids))
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
-        max_tokens = request.max_completion_tokens or request.max_tokens
+        max_tokens = request.max_completion_tokens or request.max_tokens or self._rest_of_context(prompt_ids)
         params = self._sampling(request, max_tokens, logprobs)
         return await self._start(prompt, list(prompt_ids), request.model, params, "chatcmpl")
 

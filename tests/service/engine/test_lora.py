@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,15 @@ def test_adapters_that_do_not_fit_are_refused(base_info, adapter_dirs):
         _read(adapter_dirs["judge"], base_info)  # a reward adapter loaded as a policy
     weights = _read(adapter_dirs["judge"], base_info, kind="reward")
     assert weights.score is not None and weights.score.shape == (1, base_info.hidden_size)
+
+
+def test_preallocated_lora_memory_follows_the_documented_formula_and_is_logged(make_engine, caplog):
+    caplog.set_level(logging.INFO, logger="service.engine.engine")
+    engine = make_engine(max_active_adapters=3, max_lora_rank=8, max_batch_size=5)
+    layers = engine.lora.layers
+    in_plus_out = sum(layer.base.in_features + layer.base.out_features for layer in layers)
+    # docs/configuration.md: (slots + 1 + batch) x (rank x sum(in + out) + one scaling per
+    # projection) x bytes per element (float32 here)
+    expected = (3 + 1 + 5) * (8 * in_plus_out + len(layers)) * 4
+    assert engine.lora.nbytes + engine.scheduler.rows.nbytes == expected
+    assert f"LoRA buffers {expected / 2**20:.1f} MiB preallocated" in caplog.text

@@ -61,3 +61,27 @@ def test_score_text_pairs_and_refuse_a_policy_as_judge(
     with pytest.raises(InvalidRequest, match="policy adapter"):
         run(engine.score("alpha", "x", ["y"]))
     assert all(s.in_use == 0 for s in engine.residency())
+
+
+def test_scoring_counts_against_the_queue_bound_and_is_refused_once_closed(make_engine):
+    from core.errors import Overloaded
+    from service.engine import EngineClosed
+
+    engine = make_engine(max_batch_size=1, max_queue=1)
+    long = SamplingParams(max_tokens=400, temperature=0, ignore_eos=True)
+
+    async def main():
+        running = await engine.submit(prompt(1, 5), None, long)
+        await running.__anext__()  # admitted: it holds the only row
+        waiting = await engine.submit(prompt(2, 5), None, long)  # the queue is now full
+        with pytest.raises(Overloaded):
+            await engine.score_ids("judge", [prompt(3, 5)])
+        for stream in (waiting, running):
+            await stream.aclose()
+        assert await engine.score_ids("judge", [prompt(3, 5)])  # room again
+        await asyncio.get_running_loop().run_in_executor(None, engine.close)
+        with pytest.raises(EngineClosed):
+            await engine.score_ids("judge", [prompt(3, 5)])
+
+    run(main())
+    assert all(s.in_use == 0 for s in engine.residency()), engine.residency()

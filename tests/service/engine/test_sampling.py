@@ -62,3 +62,27 @@ def test_incremental_decoder_streams_the_same_text_as_decoding_everything(settin
     streamed = "".join(decoder.push(t) for t in generated)
     assert streamed == tokenizer.decode(generated, skip_special_tokens=True)
     assert "\ufffd" not in streamed
+
+
+def test_values_valid_by_the_schema_but_unsampleable_choose_a_token():
+    logits = torch.randn(3, 50)
+    params = [
+        SamplingParams(temperature=2.2250738585072014e-308, seed=1),  # greedy, as in vLLM
+        SamplingParams(temperature=1.0, top_p=5e-324, seed=2),  # 0 in float32: keeps the top token
+        SamplingParams(temperature=1.0, top_k=2**63, seed=3),  # beyond the vocabulary: all tokens
+    ]
+    tokens = choose_tokens(logits, params, [p.generator(torch.device("cpu")) for p in params])
+    assert params[0].greedy
+    assert tokens[0] == logits[0].argmax() and tokens[1] == logits[1].argmax()
+    assert 0 <= tokens[2] < 50
+
+
+def test_a_seed_outside_64_bits_is_refused_naming_seed():
+    import pytest
+
+    from core.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest) as refused:
+        SamplingParams(seed=2**64 + 1)
+    assert refused.value.param == "seed"
+    SamplingParams(seed=2**63 - 1).generator(torch.device("cpu"))  # the largest one works

@@ -1,15 +1,17 @@
-"""A generation past request_timeout_seconds ends with a 504 (or an error event mid-stream),
-and its batch row is freed."""
+"""A request past request_timeout_seconds ends with a 504 (or an error event mid-stream), and
+its batch row is freed; the time limit counts from the start, adapter loading included."""
 
 from __future__ import annotations
 
 import json
+import threading
 
 import httpx
 import pytest
 
+from core.registry import Registry
 from core.settings import Settings
-from tests.service.http.conftest import serve
+from tests.service.http.conftest import publish_test_adapters, serve
 from tests.service.http.test_disconnect import running
 from tests.service.http.test_errors import assert_error
 
@@ -39,3 +41,34 @@ def test_a_long_stream_ends_with_an_error_event_then_done(impatient_server, wait
         assert lines[-1] == "data: [DONE]"
         assert json.loads(lines[-2].removeprefix("data: "))["error"]["type"] == "timeout_error"
         wait_for(lambda: running(c) == 0, 2)
+
+
+@pytest.fixture
+def slow_registry_server(tmp_path, tiny_llama_dir, monkeypatch):
+    """A server whose registry downloads hang until the test ends (or 10 s pass)."""
+    settings = Settings(
+        data_dir=tmp_path / "data", base_model=str(tiny_llama_dir), device="cpu", dtype="float32",
+        alias_poll_seconds=0, request_timeout_seconds=0.5,
+    )
+    publish_test_adapters(settings, tmp_path)
+    released = threading.Event()
+    fetch = Registry.fetch
+
+    def slow_fetch(self, adapter: str, version: int):
+        released.wait(10)
+        return fetch(self, adapter, version)
+
+    monkeypatch.setattr(Registry, "fetch", slow_fetch)
+    with serve(settings) as url:
+        try:
+            yield url
+        finally:
+            released.set()
+
+
+def test_a_slow_adapter_load_counts_against_the_request_timeout(slow_registry_server):
+    body = {"model": "summarize", "prompt": "Hello", "max_tokens": 2}
+    with httpx.Client(base_url=slow_registry_server, timeout=30) as c:
+        assert_error(c.post("/v1/completions", json=body), 504, "timeout_error", contains="0.5 s")
+        chat = {"model": "summarize", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+        assert_error(c.post("/v1/chat/completions", json=chat), 504, "timeout_error", contains="0.5 s")
