@@ -15,7 +15,8 @@ def test_a_closed_engine_answers_503_with_retry_after(tmp_path, tiny_llama_dir):
         alias_poll_seconds=0, demo_adapter=False,
     )
     app = create_app(settings)
-    with TestClient(app) as client:  # runs the lifespan: the engine starts and stops with it
+    # An open (keyless) app answers loopback peers only; the test client is not one by default.
+    with TestClient(app, client=("127.0.0.1", 50000)) as client:  # runs the lifespan: the engine starts and stops with it
         app.state.services.engine.close()  # as the lifespan does on shutdown
         response = client.post("/v1/completions", json={"model": "base", "prompt": "Hello"})
         assert_error(response, 503, "api_error", contains="shutting down")
