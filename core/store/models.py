@@ -175,6 +175,8 @@ class JobRow(Base):
     state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"))
     params: Mapped[dict[str, Any]]
     progress: Mapped[float] = mapped_column(Float)
+    step: Mapped[int | None]  # training steps done of total_steps (None: not started)
+    total_steps: Mapped[int | None]
     result: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int]
