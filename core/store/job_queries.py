@@ -7,17 +7,23 @@ job makes is fenced by its attempt, like ``Jobs.heartbeat``.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import hashlib
+import json
+import uuid
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.store.db import Database
-from core.store.jobs import _leased, to_job
+from core.store.jobs import Jobs, _json_object, _leased, to_job
 from core.store.models import FeedbackRow, JobLogRow, JobMetricRow, JobRow, utcnow
-from core.store.records import Job, JobState
+from core.store.records import Job, JobKind, JobState
+from core.store.validation import check_use_case
 
 MAX_PAGE = 1000
 
@@ -41,6 +47,49 @@ class JobQueries:
 
     def __init__(self, database: Database):
         self._db = database
+
+    # --- creating ---
+
+    def submit(
+        self,
+        kind: JobKind,
+        use_case: str,
+        params: Mapping[str, Any],
+        *,
+        max_attempts: int,
+        idempotency_key: str | None,
+    ) -> tuple[Job, bool]:
+        """Queue a job; (job, created). With an idempotency key, a retry with the same body
+        returns the job queued the first time (created False); a different body is a Conflict."""
+        if idempotency_key is None:
+            return Jobs(self._db).create(kind, use_case, params, max_attempts=max_attempts), True
+        check_use_case(use_case)
+        params = _json_object(params, "params")
+        body = {"kind": str(kind), "use_case": use_case, "params": params,
+                "max_attempts": max_attempts}
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        try:
+            with self._db.write() as session:
+                existing = _by_key(session, idempotency_key)
+                if existing is not None:
+                    return _replay(existing, digest), False
+                row = JobRow(
+                    id=f"job-{uuid.uuid4().hex}", kind=kind, use_case=use_case,
+                    state=JobState.QUEUED, params=params, progress=0.0, result=None,
+                    error=None, attempts=0, max_attempts=max_attempts, worker=None,
+                    cancel_requested=False, heartbeat_at=None, created_at=utcnow(),
+                    started_at=None, finished_at=None, idempotency_key=idempotency_key,
+                    request_sha256=digest,
+                )
+                session.add(row)
+                session.flush()
+                return to_job(row), True
+        except IntegrityError:  # PostgreSQL: a concurrent retry committed first
+            with self._db.read() as session:
+                existing = _by_key(session, idempotency_key)
+                if existing is None:
+                    raise
+                return _replay(existing, digest), False
 
     # --- reading ---
 
@@ -197,3 +246,16 @@ class JobQueries:
                 row.state, row.finished_at, row.error = JobState.FAILED, now, reason
             session.add(JobLogRow(job_id=row.id, time=now, line=line))
             return to_job(row)
+
+
+def _by_key(session: Any, key: str) -> JobRow | None:
+    return session.scalars(select(JobRow).where(JobRow.idempotency_key == key)).first()
+
+
+def _replay(row: JobRow, digest: str) -> Job:
+    if row.request_sha256 != digest:
+        raise Conflict(
+            f"idempotency key already used for a different job ({row.id}); "
+            "use a new key for a new job"
+        )
+    return to_job(row)

@@ -34,7 +34,7 @@ class StoreLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record)
-        except Exception:  # a bad format string must not stop training
+        except Exception:  # noqa: BLE001 (a bad format string must not stop training)
             return
         with self._lock:
             self._lines.append(line)
@@ -76,7 +76,7 @@ class Watch:
         except Conflict as e:
             self.lost = str(e)
             return
-        except Exception as e:  # a database blip: the next beat tries again
+        except Exception as e:  # noqa: BLE001 (a database blip: the next beat tries again)
             log.warning("heartbeat failed: %s", e)
             return
         if job.cancel_requested:
@@ -89,7 +89,7 @@ class Watch:
             return
         try:
             self.reporter.logs(lines)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (logs are best effort)
             log.warning("could not store %d log lines: %s", len(lines), e)
 
     def _run(self) -> None:

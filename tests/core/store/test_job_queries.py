@@ -91,3 +91,17 @@ def test_latest_metrics_and_feedback_counts(store: Store) -> None:
     assert store.job_queries.feedback_since("qa", None) == 1
     assert store.job_queries.feedback_since("qa", job.created_at) == 1
     assert store.job_queries.feedback_since("chat", None) == 0
+
+
+def test_an_idempotency_key_returns_the_first_job_and_refuses_a_different_body(store: Store) -> None:
+    first, created = store.job_queries.submit(
+        "dpo", "qa", {"train_steps": 3}, max_attempts=1, idempotency_key="k1"
+    )
+    again, created_again = store.job_queries.submit(
+        "dpo", "qa", {"train_steps": 3}, max_attempts=1, idempotency_key="k1"
+    )
+    assert created and not created_again and again.id == first.id
+    with pytest.raises(Conflict, match="different job"):
+        store.job_queries.submit("dpo", "qa", {"train_steps": 4}, max_attempts=1, idempotency_key="k1")
+    _, fresh = store.job_queries.submit("dpo", "qa", {}, max_attempts=1, idempotency_key=None)
+    assert fresh and len(store.jobs.list()) == 2

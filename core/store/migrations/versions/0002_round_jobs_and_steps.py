@@ -1,4 +1,4 @@
-"""Jobs: the pipeline kind is called ``round``; progress as step / total_steps.
+"""Jobs: the pipeline kind is called ``round``; progress as step / total_steps; idempotency keys.
 
 Revision ID: 0002
 Revises: 0001
@@ -35,10 +35,16 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("step", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("total_steps", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("idempotency_key", sa.String(255), nullable=True))
+        batch.add_column(sa.Column("request_sha256", sa.String(64), nullable=True))
+    op.create_index("ix_jobs_idempotency_key", "jobs", ["idempotency_key"], unique=True)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_idempotency_key", "jobs")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("request_sha256")
+        batch.drop_column("idempotency_key")
         batch.drop_column("total_steps")
         batch.drop_column("step")
     _swap_kind("round", "pipeline", ("reward", "ppo", "dpo", "pipeline"))
