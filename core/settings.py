@@ -8,6 +8,7 @@ over it. Paths left unset derive from ``data_dir``.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -217,8 +218,6 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        import os  # the one place that reads the environment directly
-
         config_file = _ConfigFileSource(settings_cls, os.environ.get("LORALOOP_CONFIG"))
         return (init_settings, env_settings, config_file)
 
@@ -241,3 +240,17 @@ def settings_file_values(settings: Settings) -> dict[str, Any]:
         return value
 
     return {name: plain(getattr(settings, name)) for name in type(settings).model_fields}
+
+
+def child_environment(settings: Settings, folder: Path, environ: dict[str, str]) -> dict[str, str]:
+    """The environment of a child process (job worker, job) that must see ``settings``: they
+    are written to ``folder/settings.json`` (owner-only: it holds secrets) and named by
+    LORALOOP_CONFIG; other LORALOOP_ variables are left out, so settings given in code win."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "settings.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(settings_file_values(settings), f)
+    env = {k: v for k, v in environ.items() if not k.startswith("LORALOOP_")}
+    env.update(LORALOOP_CONFIG=str(path), PYTHONUNBUFFERED="1")
+    return env

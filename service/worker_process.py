@@ -9,7 +9,6 @@ a back-off (1 s doubling to 60 s, reset after a minute of health); on shutdown i
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -17,9 +16,8 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
-from core.settings import Settings, settings_file_values
+from core.settings import Settings, child_environment
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +36,7 @@ class WorkerSupervisor:
         self._thread = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
 
     def start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        config = self.folder / "settings.json"
-        # Secrets included: owner-only, like ~/.aws/credentials.
-        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(settings_file_values(self.settings), f)
-        self._env = {k: v for k, v in os.environ.items() if not k.startswith("LORALOOP_")}
-        self._env.update(LORALOOP_CONFIG=str(config), PYTHONUNBUFFERED="1")
+        self._env = child_environment(self.settings, self.folder, dict(os.environ))
         self._spawn()
         self._thread.start()
 
@@ -89,7 +80,3 @@ class WorkerSupervisor:
             log.warning("job worker did not stop in time; killing it")
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-
-
-def log_path(settings: Settings) -> Path:
-    return settings.data_dir / "worker" / "worker.log"

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.store.db import Database
-from core.store.jobs import Jobs, _json_object, _leased, to_job
+from core.store.jobs import Jobs, _json_object, _leased, _parse, to_job
 from core.store.models import FeedbackRow, JobLogRow, JobMetricRow, JobRow, utcnow
 from core.store.records import Job, JobKind, JobState
 from core.store.validation import check_use_case
@@ -52,7 +52,7 @@ class JobQueries:
 
     def submit(
         self,
-        kind: JobKind,
+        kind: JobKind | str,
         use_case: str,
         params: Mapping[str, Any],
         *,
@@ -63,6 +63,7 @@ class JobQueries:
         returns the job queued the first time (created False); a different body is a Conflict."""
         if idempotency_key is None:
             return Jobs(self._db).create(kind, use_case, params, max_attempts=max_attempts), True
+        kind = _parse(JobKind, kind, "kind")
         check_use_case(use_case)
         params = _json_object(params, "params")
         body = {"kind": str(kind), "use_case": use_case, "params": params,

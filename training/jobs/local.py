@@ -17,7 +17,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from core.settings import Settings
+from core.settings import Settings, child_environment
 from training.jobs.runner import Launch, RunPhase, RunStatus
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,8 @@ class LocalRunner:
         self.log_dir = settings.data_dir / "jobs"
         self._procs: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
         self._kill_at: dict[tuple[str, int], float] = {}
+        # The children see these settings even when they were given in code (tests, embedding).
+        self._env = child_environment(settings, self.log_dir, dict(os.environ))
 
     def log_path(self, launch: Launch) -> Path:
         return self.log_dir / f"{launch.job_id}.{launch.attempt}.log"
@@ -43,7 +45,7 @@ class LocalRunner:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: cancel reaches its children
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=self._env,
             )
         log.info("launched job %s attempt %d", launch.job_id, launch.attempt)
 
