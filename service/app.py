@@ -22,11 +22,14 @@ from service.errors import install_error_handlers
 from service.feedback.api_router import router as feedback_router
 from service.feedback.serving import FeedbackService, import_limits
 from service.health import router as health_router
+from service.jobs.api_router import router as jobs_router
+from service.jobs.serving import JobService
 from service.metrics import ServiceMetrics
 from service.openai.api_router import router as openai_router
 from service.openai.serving import OpenAIServing
 from service.rewards.api_router import router as rewards_router
 from service.state import ServiceState
+from service.worker_process import WorkerSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,11 @@ def build_state(settings: Settings) -> ServiceState:
         store=store,
         completion_log=completion_log,
         feedback=FeedbackService(store, completion_log, import_limits(settings)),
+        jobs=JobService(settings, store),
+        worker=(
+            WorkerSupervisor(settings)
+            if settings.job_runner == "local" and settings.start_worker else None
+        ),
     )
 
 
@@ -69,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.services = build_state(settings)
         app.state.authenticator = app.state.services.authenticator
+        if app.state.services.worker is not None:
+            app.state.services.worker.start()
         try:
             yield
         finally:
@@ -81,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (health_router, openai_router, adapters_router, rewards_router, feedback_router):
+    for router in (
+        health_router, openai_router, adapters_router, rewards_router, feedback_router, jobs_router
+    ):
         app.include_router(router)
     return app

@@ -32,8 +32,9 @@ class Authenticator:
     def open(self) -> bool:
         return not self._keys
 
-    def caller(self, authorization: str | None, scope: Scope, client_host: str | None) -> str:
-        """The name of the key allowed to use ``scope``; HTTPException 401/403 otherwise.
+    def caller(self, authorization: str | None, scope: Scope | None, client_host: str | None) -> str:
+        """The name of the key allowed to use ``scope`` (None: any valid key); HTTPException
+        401/403 otherwise.
         ``client_host`` is the peer's address: an open API answers only loopback peers."""
         if self.open:
             if not self._allow_open_access and not is_loopback(client_host or ""):
@@ -56,12 +57,12 @@ class Authenticator:
                 match = key
         if match is None:
             raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
-        if scope not in match.scopes and "admin" not in match.scopes:
+        if scope is not None and scope not in match.scopes and "admin" not in match.scopes:
             raise HTTPException(403, f"API key {match.name!r} lacks the '{scope}' scope")
         return match.name
 
 
-def require(scope: Scope):
+def require(scope: Scope | None):
     """A dependency that authenticates the request for ``scope`` and yields the caller's name."""
 
     def dependency(request: Request) -> str:
@@ -75,6 +76,7 @@ def require(scope: Scope):
 InferCaller = Annotated[str, require("infer")]
 FeedbackCaller = Annotated[str, require("feedback")]
 AdminCaller = Annotated[str, require("admin")]
+AnyCaller = Annotated[str, require(None)]  # any valid key, whatever its scopes
 
 
 def is_loopback(host: str) -> bool:

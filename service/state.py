@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from service.adapters.serving import AdapterService
     from service.completion_log import CompletionLogWriter
     from service.feedback.serving import FeedbackService
+    from service.jobs.serving import JobService
     from service.openai.serving import OpenAIServing
+    from service.worker_process import WorkerSupervisor
 
 
 @dataclass
@@ -35,9 +37,14 @@ class ServiceState:
     store: Store
     completion_log: CompletionLogWriter | None
     feedback: FeedbackService
+    jobs: JobService
+    worker: WorkerSupervisor | None = None
 
     def close(self) -> None:
-        """Stop in reverse dependency order: no new generations, flush the log, close the store."""
+        """Stop in reverse dependency order: the job worker, no new generations, flush the log,
+        close the store."""
+        if self.worker is not None:
+            self.worker.stop()
         self.adapters.close()
         self.engine.close()
         if self.completion_log is not None:

@@ -175,6 +175,8 @@ class JobRow(Base):
     state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"))
     params: Mapped[dict[str, Any]]
     progress: Mapped[float] = mapped_column(Float)
+    step: Mapped[int | None]  # training steps done of total_steps (None: not started)
+    total_steps: Mapped[int | None]
     result: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int]
@@ -185,8 +187,14 @@ class JobRow(Base):
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # POST /v1/jobs with an Idempotency-Key: a retry with the same body gets the same job
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
 
-    __table_args__ = (Index(None, "state", "created_at"),)  # claim: oldest queued first
+    __table_args__ = (
+        Index(None, "state", "created_at"),  # claim: oldest queued first
+        Index(None, "idempotency_key", unique=True),
+    )
 
 
 class JobMetricRow(Base):

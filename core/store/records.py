@@ -29,7 +29,7 @@ class JobKind(StrEnum):
     REWARD = "reward"
     PPO = "ppo"
     DPO = "dpo"
-    PIPELINE = "pipeline"
+    ROUND = "round"  # snapshot, reward model, PPO or DPO, gates, promote: one RLHF round
 
 
 class JobState(StrEnum):

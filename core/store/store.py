@@ -18,6 +18,7 @@ from core.settings import Settings
 from core.store.completions import Completions
 from core.store.db import Database, open_database
 from core.store.feedback import FeedbackLog
+from core.store.job_queries import JobQueries
 from core.store.jobs import Jobs
 from core.store.migrate import upgrade
 from core.store.snapshots import Snapshots
@@ -34,6 +35,7 @@ class Store:
         self.snapshots = Snapshots(database)
         self.stats = Stats(database)
         self.jobs = Jobs(database)
+        self.job_queries = JobQueries(database)
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True, **engine_kwargs: Any) -> Store:
