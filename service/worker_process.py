@@ -43,7 +43,7 @@ class WorkerSupervisor:
     def _spawn(self) -> None:
         with open(self.folder / "worker.log", "ab") as out:
             self.process = subprocess.Popen(
-                [self.python, "-m", "training", "worker"],
+                [self.python, "-m", "training", "worker", "--parent", str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 env=self._env, start_new_session=True,  # Ctrl-C on the server is ours to pass on
             )

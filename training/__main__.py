@@ -96,6 +96,10 @@ def add_job_parsers(commands: argparse._SubParsersAction) -> None:
     run.set_defaults(run=run_job_command)
     worker = commands.add_parser("worker", help="launch queued jobs until stopped (docs/jobs.md)")
     worker.add_argument("--once", action="store_true", help="one pass, then exit")
+    worker.add_argument(
+        "--parent", type=int, metavar="PID",
+        help="stop (as on SIGTERM) once process PID is gone: the server that supervises it",
+    )
     worker.set_defaults(run=worker_command)
 
 
@@ -110,7 +114,7 @@ def worker_command(args: argparse.Namespace) -> int:
     from core.settings import Settings
     from training.jobs.worker import run_worker
 
-    return run_worker(Settings(), once=args.once)
+    return run_worker(Settings(), once=args.once, parent=args.parent)
 
 
 def build_parser() -> argparse.ArgumentParser:

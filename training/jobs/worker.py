@@ -12,6 +12,7 @@ workers launch runs once, and the claim refuses a second running job of a use ca
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from typing import Any
@@ -129,9 +130,13 @@ class Worker:
             free -= 1
 
 
-def run_worker(settings: Settings, *, once: bool = False) -> int:
-    """Run a worker until SIGTERM or SIGINT (``once``: a single pass)."""
+def run_worker(settings: Settings, *, once: bool = False, parent: int | None = None) -> int:
+    """Run a worker until SIGTERM or SIGINT (``once``: a single pass), or until process
+    ``parent`` is gone: a worker whose server was killed must not run on unsupervised (the next
+    server starts its own)."""
     stop = threading.Event()
+    if parent is not None:
+        threading.Thread(target=_stop_when_orphaned, args=(parent, stop), daemon=True).start()
     with Store.from_settings(settings) as store:
         worker = Worker(settings, store, make_runner(settings))
         if once:
@@ -145,3 +150,11 @@ def run_worker(settings: Settings, *, once: bool = False) -> int:
         signal.signal(signal.SIGINT, on_signal)
         worker.run(stop)
     return 0
+
+
+def _stop_when_orphaned(parent: int, stop: threading.Event) -> None:
+    # A process whose parent died is re-parented (to init or a subreaper): its ppid changes.
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            log.warning("the process that supervised this worker (pid %d) is gone; stopping", parent)
+            stop.set()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -162,3 +164,35 @@ def test_the_server_supervisor_restarts_a_dead_worker_and_stops_it(job_settings:
         supervisor.stop()
     assert supervisor.process.poll() is not None
     assert (Path(job_settings.data_dir) / "worker" / "settings.json").stat().st_mode & 0o077 == 0
+
+
+def test_a_worker_whose_supervising_server_is_killed_stops_by_itself(
+    job_settings: Settings, tmp_path: Path
+) -> None:
+    # A stand-in server: a process that starts a supervised worker, then is SIGKILLed (no
+    # chance to stop its worker). The worker must not run on as an orphan.
+    pid_file = tmp_path / "worker.pid"
+    server = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from core.settings import Settings; "
+        "from service.worker_process import WorkerSupervisor; "
+        f"s = WorkerSupervisor(Settings.model_validate_json({job_settings.model_dump_json()!r})); "
+        f"s.start(); Path({str(pid_file)!r}).write_text(str(s.process.pid)); time.sleep(600)"
+    )])
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text() != "", timeout=120)
+        worker_pid = int(pid_file.read_text())
+        server.kill()
+        server.wait()
+        wait_for(lambda: not _alive(worker_pid), timeout=60)
+    finally:
+        server.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not reaped by init yet) counts as stopped.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"
