@@ -44,9 +44,11 @@ def test_push_then_promote_moves_production_by_compare_and_swap(run, tmp_path, s
 
     promoted = run("adapters", "promote", "cli-pub", "2")
     assert promoted.exit_code == 0 and promoted.stdout.strip() == "cli-pub@production: 1 → 2"
+    run("adapters", "push", "cli-pub", str(folder), "--alias", "candidate")
+    assert run("adapters", "promote", "cli-pub", "candidate").stdout.strip() == "cli-pub@production: 2 → 3"
     lost = run("adapters", "promote", "cli-pub", "1", "--expected", "1")
     assert lost.exit_code == 1 and "error: 409" in lost.stderr and lost.stdout == ""
-    assert json.loads(run("adapters", "show", "cli-pub", "--json").stdout)["aliases"] == {"production": 2}
+    assert json.loads(run("adapters", "show", "cli-pub", "--json").stdout)["aliases"] == {"production": 3, "candidate": 3}
 
 
 def test_load_pin_and_unload(run):
@@ -95,6 +97,6 @@ def test_exit_codes_are_1_for_api_errors_and_2_for_usage(run):
     assert missing.exit_code == 1 and missing.stderr.startswith("error: 404") and missing.stdout == ""
     denied = run("feedback", "stats", key="not-a-key")
     assert denied.exit_code == 1 and "error: 401" in denied.stderr
-    assert run("adapters", "promote", "summarize", "zero").exit_code == 2
+    assert run("adapters", "promote", "summarize", "no-such-alias").exit_code == 2
     assert run("feedback", "post", "x", "--choice", "0").exit_code == 2  # neither candidates nor ids
     assert run("jobs", "submit", "sft", "demo").exit_code == 2

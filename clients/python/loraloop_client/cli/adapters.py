@@ -70,23 +70,30 @@ def push(state: CliState, name: str, path: Path, aliases: tuple[str, ...], kind:
 
 @adapters.command("promote")
 @click.argument("name")
-@click.argument("version", type=click.IntRange(min=1))
-@click.option("--alias", default="production", show_default=True)
+@click.argument("target", metavar="VERSION|ALIAS")
+@click.option("--alias", default="production", show_default=True, help="The alias to move.")
 @click.option("--expected", type=int, help="The version the alias must point to now [default: what it points to when read].")
 @json_option
 @pass_state
-def promote(state: CliState, name: str, version: int, alias: str, expected: int | None) -> None:
-    """Point ALIAS (production) at VERSION; fails with 409 if someone moves it meanwhile."""
+def promote(state: CliState, name: str, target: str, alias: str, expected: int | None) -> None:
+    """Point --alias (production) at VERSION, or at the version another alias names
+    (`promote summarize candidate`); fails with 409 if someone moves it meanwhile."""
     client = state.client()
-    if expected is None:
-        current = client.adapters.get(name).aliases.get(alias)
-        moved = client.adapters.set_alias(name, alias, version, expected=current, expected_absent=current is None)
-    else:
-        current = expected
-        moved = client.adapters.set_alias(name, alias, version, expected=expected)
+    adapter = client.adapters.get(name)
+    version = _version_of(adapter.aliases, name, target)
+    current = adapter.aliases.get(alias) if expected is None else expected
+    moved = client.adapters.set_alias(name, alias, version, expected=current, expected_absent=current is None)
     if state.json:
         return emit_json(moved)
     state.stdout.print(f"{name}@{alias}: {current if current is not None else '-'} → {moved.version}")
+
+
+def _version_of(aliases: dict[str, int], name: str, target: str) -> int:
+    if target.isdigit() and int(target) >= 1:
+        return int(target)
+    if target in aliases:
+        return aliases[target]
+    raise click.BadParameter(f"{target!r} is neither a version number nor an alias of {name}", param_hint="VERSION|ALIAS")
 
 
 @adapters.command("load")
