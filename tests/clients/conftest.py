@@ -30,6 +30,6 @@ def _no_loraloop_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def sdk(base_url: str) -> Iterator[Client]:
+def sdk(base_url: str) -> Iterator[Client]:  # noqa: F811 (the imported fixture)
     with Client(base_url, ADMIN_KEY, timeout=60) as client:
         yield client

@@ -12,7 +12,13 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, Progress, TextColumn
 
-from loraloop_client.cli._common import CliState, emit_json, json_option, parse_assignments, pass_state
+from loraloop_client.cli._common import (
+    CliState,
+    emit_json,
+    json_option,
+    parse_assignments,
+    pass_state,
+)
 from loraloop_client.resources.jobs import KL_SERIES, LOSS_SERIES, REWARD_SERIES, Job
 
 DETACHED_EXIT_CODE = 130  # what a shell reports for Ctrl-C
