@@ -79,6 +79,12 @@ def _raise_stopped(signum: int, frame: Any) -> None:
 def _run_and_finish(
     job: Job, settings: Settings, store: Store, reporter: JobReporter, watch: Watch
 ) -> int:
+    def finish(state: JobState, **outcome: Any) -> None:
+        # The job's last log lines go to the store first: once it has ended, its attempt no
+        # longer holds it and the store refuses them.
+        watch.flush()
+        reporter.finish(state, **outcome)
+
     try:
         result = execute(job, settings, store, watch)
     except JobStopped as stop:
@@ -87,22 +93,23 @@ def _run_and_finish(
             return 0
         if stop.cancelled or store.jobs.get(job.id).cancel_requested:
             log.info("job %s cancelled; nothing registered", job.id)
-            reporter.finish(JobState.CANCELLED)
+            finish(JobState.CANCELLED)
             return 0
         log.warning("job %s stopped: %s", job.id, stop)
+        watch.flush()
         reporter.give_up(str(stop))
         return 1
     except JobFailed as e:
         log.error("job %s failed: %s", job.id, e)
-        reporter.finish(JobState.FAILED, result=jsonable(e.result), error=str(e))
+        finish(JobState.FAILED, result=jsonable(e.result), error=str(e))
         return 1
     except Exception as e:
         log.exception("job %s failed", job.id)
-        reporter.finish(JobState.FAILED, error=f"{type(e).__name__}: {e}")
+        finish(JobState.FAILED, error=f"{type(e).__name__}: {e}")
         return 1
     watch.check()  # a lease lost while publishing: the other attempt decides
-    reporter.finish(JobState.SUCCEEDED, result=jsonable(result))
     log.info("job %s succeeded", job.id)
+    finish(JobState.SUCCEEDED, result=jsonable(result))
     return 0
 
 

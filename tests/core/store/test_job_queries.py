@@ -84,8 +84,9 @@ def test_giving_up_on_an_attempt_requeues_while_attempts_remain_then_fails(store
 
 def test_latest_metrics_and_feedback_counts(store: Store) -> None:
     job = store.jobs.create("dpo", "qa")
-    store.jobs.add_metrics(job.id, 1, {"loss": 0.9, "objective/kl": 0.1})
-    store.jobs.add_metrics(job.id, 2, {"loss": 0.5})
+    store.job_queries.claim(job.id, "w")  # metrics are written by the attempt holding the job
+    store.jobs.add_metrics(job.id, 1, 1, {"loss": 0.9, "objective/kl": 0.1})
+    store.jobs.add_metrics(job.id, 1, 2, {"loss": 0.5})
     assert store.job_queries.latest_metrics(job.id) == {"loss": 0.5, "objective/kl": 0.1}
     store.feedback.add(FeedbackCreate("qa", 0, prompt="p", candidates=("a", "b")))
     assert store.job_queries.feedback_since("qa", None) == 1

@@ -82,7 +82,7 @@ def test_a_running_job_shows_steps_an_eta_its_latest_metrics_and_series(
         "step": None, "total_steps": None, "fraction": 0.0, "eta_seconds": None}
     store.job_queries.claim(job_id, "test-runner")
     for step in (1, 2, 3):
-        store.jobs.add_metrics(job_id, step, {"loss": 1.0 / step, "rewards/accuracies": 0.5})
+        store.jobs.add_metrics(job_id, 1, step, {"loss": 1.0 / step, "rewards/accuracies": 0.5})
     store.job_queries.set_steps(job_id, 1, 3, 12)
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["state"] == "running" and job["attempt"] == 1
@@ -103,7 +103,7 @@ def test_logs_tail_and_follow_as_server_sent_events_until_the_job_ends(
 ) -> None:
     job_id = submit(client, use_case="logs").json()["id"]
     store.job_queries.claim(job_id, "test-runner")
-    store.jobs.add_logs(job_id, [f"line {i}" for i in range(5)])
+    store.jobs.add_logs(job_id, 1, [f"line {i}" for i in range(5)])
     tail = client.get(f"/v1/jobs/{job_id}/logs", params={"tail": 2}).json()
     assert [line["line"] for line in tail["data"]] == ["line 3", "line 4"]
     after = client.get(f"/v1/jobs/{job_id}/logs", params={"after": tail["data"][0]["seq"]}).json()
@@ -124,7 +124,7 @@ def test_logs_tail_and_follow_as_server_sent_events_until_the_job_ends(
     reader = threading.Thread(target=follow)
     reader.start()
     assert first_event.wait(30)
-    store.jobs.add_logs(job_id, ["line 5"])
+    store.jobs.add_logs(job_id, 1, ["line 5"])
     store.jobs.finish(job_id, 1, "succeeded")
     reader.join(timeout=30)
     assert not reader.is_alive()
