@@ -43,13 +43,18 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"LORALOOP_CONFIG names {path}, which is not a file")
     text = path.read_text()
+    values: object
     if path.suffix == ".toml":
-        return tomllib.loads(text)
-    if path.suffix in (".yaml", ".yml"):
-        return yaml.safe_load(text) or {}
-    if path.suffix == ".json":
-        return json.loads(text)
-    raise ValueError(f"config file {path}: use .toml, .yaml, .yml or .json")
+        values = tomllib.loads(text)
+    elif path.suffix in (".yaml", ".yml"):
+        values = yaml.safe_load(text) or {}
+    elif path.suffix == ".json":
+        values = json.loads(text)
+    else:
+        raise ValueError(f"config file {path}: use .toml, .yaml, .yml or .json")
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a mapping of setting names to values")
+    return values
 
 
 ImagePullPolicy = Literal["Always", "IfNotPresent", "Never"]

@@ -13,10 +13,13 @@ import logging
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import Conflict
 from training.config import Gates
+
+if TYPE_CHECKING:  # core.registry imports boto3: loaded on first use only, not at import
+    from core.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ class Promotion:
 
 
 def promote(
-    registry: Any,
+    registry: Registry,
     adapter: str,
     version: int,
     gates: Gates,

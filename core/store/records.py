@@ -92,8 +92,8 @@ class FeedbackCreate:
     use_case: str
     choice: Choice
     prompt: str | None = None
-    candidates: tuple[str, str] | list[str] | None = None
-    completion_ids: tuple[str, str] | list[str] | None = None
+    candidates: tuple[str, ...] | list[str] | None = None  # two; the store checks
+    completion_ids: tuple[str, ...] | list[str] | None = None
     labeler: str | None = None
     source: FeedbackSource | str = FeedbackSource.HUMAN
     metadata: dict[str, Any] = field(default_factory=dict)

@@ -48,6 +48,11 @@ class _Binding:
 class LoraLinear(nn.Module):
     """A frozen base ``nn.Linear`` plus the LoRA weights of every slot for this projection."""
 
+    # Buffers registered in __init__, declared for the type checker.
+    lora_A: torch.Tensor
+    lora_B: torch.Tensor
+    scaling: torch.Tensor
+
     def __init__(self, base: nn.Linear, index: int, slots: int, max_rank: int, binding: _Binding):
         super().__init__()
         self.base = base

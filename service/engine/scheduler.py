@@ -33,7 +33,16 @@ from transformers import PreTrainedModel
 from service.engine.adapters import AdapterManager
 from service.engine.batch import DecodeBatch, PrefillGroup
 from service.engine.lora import LoraModel
-from service.engine.request import Event, EventSink, Request, State, TokenEvent, Usage, deliver
+from service.engine.request import (
+    Event,
+    EventSink,
+    FinishReason,
+    Request,
+    State,
+    TokenEvent,
+    Usage,
+    deliver,
+)
 from service.engine.reward import ScoreJob, score_rows
 from service.engine.sampling import TokenLogprobs, choose_tokens, token_logprobs
 
@@ -347,7 +356,7 @@ class Scheduler:
         request.output.append(token)
         self.generated_tokens += 1
         params = request.params
-        finish = None
+        finish: FinishReason | None = None
         if (token in self.eos_ids and not params.ignore_eos) or token in params.stop_token_ids:
             text, finish = request.stops.flush(), "stop"
         else:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from core.errors import InvalidRequest
 from core.names import parse_ref
@@ -164,12 +164,13 @@ class OpenAIServing:
     async def start_chat(self, request: ChatCompletionRequest) -> Generation:
         messages = [m.model_dump() for m in request.messages]
         self._check_length(sum(len(m.content) for m in request.messages))
-        prompt_ids = await self._off_loop(
+        # tokenize=True, return_dict=False: the ids of one conversation; decode gives one string.
+        prompt_ids = cast(list[int], await self._off_loop(
             lambda: self.tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, tokenize=True, return_dict=False
             )
-        )
-        prompt = await self._off_loop(lambda: self.tokenizer.decode(prompt_ids))
+        ))
+        prompt = cast(str, await self._off_loop(lambda: self.tokenizer.decode(prompt_ids)))
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         max_tokens = request.max_completion_tokens or request.max_tokens or self._rest_of_context(prompt_ids)
         params = self._sampling(request, max_tokens, logprobs)
@@ -224,7 +225,9 @@ class OpenAIServing:
             )
 
     def _token(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        text = self.tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        assert isinstance(text, str)  # one sequence of ids decodes to one string
+        return text
 
     def _top(self, top: dict[int, float] | None) -> dict[str, float]:
         return {self._token(t): lp for t, lp in (top or {}).items()}
@@ -259,7 +262,7 @@ class OpenAIServing:
             completion_id=self._logging_id(generation),
         )
 
-    async def completion_chunks(self, request: CompletionRequest, generation: Generation) -> AsyncIterator[dict]:
+    async def completion_chunks(self, request: CompletionRequest, generation: Generation) -> AsyncGenerator[dict, None]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         created = now()
         async for e in self._observed(generation):
@@ -307,7 +310,7 @@ class OpenAIServing:
             completion_id=self._logging_id(generation),
         )
 
-    async def chat_chunks(self, request: ChatCompletionRequest, generation: Generation) -> AsyncIterator[dict]:
+    async def chat_chunks(self, request: ChatCompletionRequest, generation: Generation) -> AsyncGenerator[dict, None]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         created = now()
         first = True
