@@ -141,4 +141,5 @@ def _stage(
 def with_source(stage: Stage, source: str) -> Stage:
     """The stage reading ``source`` (a round's snapshot) instead of live feedback."""
     field = "prompts" if stage.algorithm == "ppo" else "data"
-    return Stage(stage.algorithm, dataclasses.replace(stage.config, **{field: source}))
+    changes: dict[str, Any] = {field: source}  # both fields are strings
+    return Stage(stage.algorithm, dataclasses.replace(stage.config, **changes))

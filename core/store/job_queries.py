@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.store.db import Database
@@ -249,7 +250,7 @@ class JobQueries:
             return to_job(row)
 
 
-def _by_key(session: Any, key: str) -> JobRow | None:
+def _by_key(session: Session, key: str) -> JobRow | None:
     return session.scalars(select(JobRow).where(JobRow.idempotency_key == key)).first()
 
 

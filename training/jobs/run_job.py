@@ -28,6 +28,7 @@ from core.errors import Conflict, NotFound
 from core.job_spec import Stage, plan_job, reward_adapter, with_source
 from core.settings import Settings
 from core.store import Job, JobKind, JobState, Store
+from core.training_config import PolicyConfig
 from training.gates import check_gates, promote
 from training.jobs import metric_names
 from training.jobs.reporter import JobReporter
@@ -161,6 +162,7 @@ def run_round(
             names = ", ".join(f"{g.gate} ({g.metric}={g.value}, needs {g.threshold})" for g in failed)
             raise JobFailed(f"the reward model missed its gates: {names}", result)
         assert rm.folder is not None
+        assert isinstance(policy_stage.config, PolicyConfig)  # plan_job's second stage
         policy_config = dataclasses.replace(
             policy_stage.config,
             register=False,
