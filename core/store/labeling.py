@@ -31,8 +31,8 @@ from core.store.models import (
     utcnow,
 )
 from core.store.records import (
-    Agreement,
     AdapterVersion,
+    Agreement,
     FeedbackCreate,
     LabelerProgress,
     LabelingPair,
