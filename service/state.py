@@ -19,7 +19,10 @@ if TYPE_CHECKING:
     from service.adapters.serving import AdapterService
     from service.completion_log import CompletionLogWriter
     from service.feedback.serving import FeedbackService
+    from service.labeling.serving import LabelingService
     from service.openai.serving import OpenAIServing
+    from service.ui.serving import DashboardService
+    from service.ui.sessions import Sessions
 
 
 @dataclass
@@ -35,6 +38,9 @@ class ServiceState:
     store: Store
     completion_log: CompletionLogWriter | None
     feedback: FeedbackService
+    sessions: Sessions
+    labeling: LabelingService
+    dashboard: DashboardService
 
     def close(self) -> None:
         """Stop in reverse dependency order: no new generations, flush the log, close the store."""

@@ -100,9 +100,11 @@ class Stats:
         return FeedbackStats(use_cases=use_cases, versions=versions)
 
     def win_rate(
-        self, a: AdapterVersion, b: AdapterVersion, use_case: str | None = None
+        self, a: AdapterVersion, b: AdapterVersion, use_case: str | None = None,
+        source: FeedbackSource | None = None,
     ) -> WinRate:
-        """How ``a``'s completions fared against ``b``'s where feedback compared the two."""
+        """How ``a``'s completions fared against ``b``'s where feedback compared the two
+        (only feedback from ``source``, human or model, when given)."""
         if a == b:
             raise InvalidRequest(f"compare two different versions, got {a} twice", param="b")
         if use_case is not None:
@@ -125,6 +127,8 @@ class Stats:
         )
         if use_case is not None:
             statement = statement.where(f.use_case == use_case)
+        if source is not None:
+            statement = statement.where(f.source == source)
         with self._db.read() as session:
             r = session.execute(statement).one()
         total, wins, losses, ties = int(r.total), int(r.wins), int(r.losses), int(r.ties)
