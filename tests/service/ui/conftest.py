@@ -15,7 +15,7 @@ import pytest
 from core.base.folders import base_model_info
 from core.registry import open_registry
 from core.settings import Settings
-from core.store import Store
+from core.store import Completion, FeedbackCreate, Store
 from tests.adapters import make_adapter
 from tests.service.http.conftest import publish_test_adapters, serve
 
@@ -106,3 +106,27 @@ def shown_pair(html: str) -> dict[str, str]:
         "b": html_lib.unescape(field(r'id="side-b">(.*?)</div>')),
         "progress": field(r'id="progress">(.*?)</p>'),
     }
+
+
+def ppo_job(store: Store, steps: int = 8, **params) -> str:
+    """A running PPO job that logged TRL-named metrics for ``steps`` steps (as a runner does)."""
+    job = store.jobs.create("ppo", "summarize", params)
+    claimed = store.jobs.claim(job.id, "test-runner")
+    for step in range(1, steps + 1):
+        store.jobs.add_metrics(job.id, claimed.attempts, step, {
+            "objective/scores": 0.1 * step, "objective/kl": 0.02 * step, "loss/policy_avg": 1 / step,
+            "loss/value_avg": 2 / step, "response_length": 20 + step,
+        })
+    store.jobs.set_progress(job.id, claimed.attempts, steps / 10)
+    return job.id
+
+
+def human_votes(store: Store, wins: int, losses: int, tag: str) -> None:
+    """Human feedback on logged completions of summarize@2 (candidate) against summarize@1."""
+    for n in range(wins + losses):
+        ids = (f"cmpl-{tag}-c{n}", f"cmpl-{tag}-p{n}")
+        store.completions.log([
+            Completion(id=ids[0], prompt=f"{tag} {n}", text="new", adapter="summarize", version=2),
+            Completion(id=ids[1], prompt=f"{tag} {n}", text="old", adapter="summarize", version=1),
+        ])
+        store.feedback.add(FeedbackCreate(use_case="summarize", choice=0 if n < wins else 1, completion_ids=ids))
