@@ -117,7 +117,7 @@ def ppo_job(store: Store, steps: int = 8, **params) -> str:
             "objective/scores": 0.1 * step, "objective/kl": 0.02 * step, "loss/policy_avg": 1 / step,
             "loss/value_avg": 2 / step, "response_length": 20 + step,
         })
-    store.jobs.set_progress(job.id, claimed.attempts, steps / 10)
+    store.jobs.set_progress(job.id, claimed.attempts, min(steps / 10, 1.0))
     return job.id
 
 
