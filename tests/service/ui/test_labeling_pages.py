@@ -128,3 +128,18 @@ def test_overlap_collects_several_labelers_and_reports_their_agreement(ui_url, a
     with signed_in(ui_url, ADMIN_KEY) as ops:
         page = ops.get("/ui/label").text
         assert "ann · bob: 100% agree" in page and "New queue" in page
+
+
+def test_an_admin_creates_and_fills_a_queue_from_the_page(ui_url, admin):
+    with signed_in(ui_url, ADMIN_KEY) as ops:
+        r = ops.post("/ui/label/queues", data={"use_case": "support", "name": "support round 1", "overlap": "2"})
+        assert r.status_code == 303
+        queue = next(q for q in admin.get("/v1/labeling/queues", params={"use_case": "support"}).json()["data"])
+        assert (queue["name"], queue["overlap"], queue["created_by"]) == ("support round 1", 2, "ops")
+        r = ops.post(f"/ui/label/{queue['id']}/pairs", data={
+            "source": "generate", "a": "support", "prompts": "Where is my order?\n---\nCan I return it?",
+        })
+        assert r.status_code == 303 and "added" in r.headers["location"]
+        assert admin.get(f"/v1/labeling/queues/{queue['id']}").json()["progress"]["pairs"] >= 1
+    with signed_in(ui_url, ANN_KEY) as ann:  # a labeler cannot
+        assert ann.post("/ui/label/queues", data={"use_case": "support"}).status_code == 403
