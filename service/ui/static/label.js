@@ -14,3 +14,13 @@ document.addEventListener("keydown", function (event) {
     button.click();
   }
 });
+
+// A refused vote (e.g. 409: this labeler already answered differently, or a bad request) is not
+// swapped in by htmx; show the server's message instead of failing silently.
+document.addEventListener("htmx:responseError", function (event) {
+  var box = document.getElementById("vote-error");
+  if (!box) return;
+  var message = "the vote was not recorded (HTTP " + event.detail.xhr.status + ")";
+  try { message = JSON.parse(event.detail.xhr.responseText).error.message; } catch (e) { /* keep the default */ }
+  box.textContent = message;
+});
