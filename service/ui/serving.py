@@ -52,6 +52,7 @@ class Comparison:
     human: HumanWinVerdict
     gate_source: str  # where the gate's thresholds came from
     reward_model_win_rate: float | None
+    reward_model_source: str  # "judged pairs" (model feedback) or "evaluation" (version metrics)
 
 
 class DashboardService:
@@ -106,10 +107,16 @@ class DashboardService:
         use_case = candidate.adapter or production.adapter
         rate = self.store.stats.win_rate(candidate, production, use_case, source=FeedbackSource.HUMAN)
         thresholds, source = self.gate_thresholds(use_case)
+        # The reward model's verdict: its judgements of these two versions' completions (model
+        # feedback) when there are any, else the candidate's evaluation metric.
+        judged = self.store.stats.win_rate(candidate, production, use_case, source=FeedbackSource.MODEL)
+        rm_source = "evaluation"
+        if judged.total:
+            reward_model_win_rate, rm_source = judged.win_rate, f"{judged.total} judged pairs"
         return Comparison(
             adapter=use_case or "base", candidate=candidate, production=production,
             human=human_win_verdict(rate, **thresholds), gate_source=source,
-            reward_model_win_rate=reward_model_win_rate,
+            reward_model_win_rate=reward_model_win_rate, reward_model_source=rm_source,
         )
 
     def gate_thresholds(self, use_case: str | None) -> tuple[dict[str, Any], str]:

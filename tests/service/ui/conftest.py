@@ -121,12 +121,14 @@ def ppo_job(store: Store, steps: int = 8, **params) -> str:
     return job.id
 
 
-def human_votes(store: Store, wins: int, losses: int, tag: str) -> None:
-    """Human feedback on logged completions of summarize@2 (candidate) against summarize@1."""
+def human_votes(store: Store, wins: int, losses: int, tag: str, source: str = "human") -> None:
+    """Feedback on logged completions of summarize@2 (candidate) against summarize@1."""
     for n in range(wins + losses):
         ids = (f"cmpl-{tag}-c{n}", f"cmpl-{tag}-p{n}")
         store.completions.log([
             Completion(id=ids[0], prompt=f"{tag} {n}", text="new", adapter="summarize", version=2),
             Completion(id=ids[1], prompt=f"{tag} {n}", text="old", adapter="summarize", version=1),
         ])
-        store.feedback.add(FeedbackCreate(use_case="summarize", choice=0 if n < wins else 1, completion_ids=ids))
+        store.feedback.add(FeedbackCreate(
+            use_case="summarize", choice=0 if n < wins else 1, completion_ids=ids, source=source,
+        ))

@@ -45,9 +45,11 @@ def test_the_comparison_explains_why_the_human_vote_gate_fails_then_passes(ui_ur
         assert 'class="fail"' in early and "6 of the 10 votes needed so far" in early
         assert "needs 10 votes" in early
         human_votes(store, wins=14, losses=2, tag="later")
+        human_votes(store, wins=1, losses=3, tag="judge", source="model")  # not human: not counted
         later = ops.get("/ui").text.split('id="comparisons"')[1].split("</table>")[0]
         assert 'class="pass"' in later and "is above 0.5" in later
         assert "<svg class=\"interval\"" in later  # the Wilson interval, drawn on the server
+        assert "20 / 0 / 2" in later and "25.0% <small>(4 judged pairs)" in later
         chosen = ops.get("/ui", params={"a": "summarize@candidate", "b": "summarize@production"}).text
         assert 'id="chosen"' in chosen
 
