@@ -252,6 +252,13 @@ class Settings(BaseSettings):
         True, description="On first start with an empty registry, register a demo adapter."
     )
 
+    # --- web pages (/ui, /ui/label) ---
+    ui_session_secret: SecretStr | None = Field(
+        None, description="Signs the pages' sign-in cookies; set the same value on every replica. "
+        "Default: random per process (a restart signs everyone out).",
+    )
+    ui_session_hours: float = Field(12.0, gt=0, description="How long a page sign-in lasts.")
+
     # --- jobs ---
     job_runner: Literal["local", "kubernetes", "kubernetes-jobset"] = Field(
         "local", description="Where jobs run: child processes of a local worker, or Kubernetes."

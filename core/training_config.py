@@ -63,9 +63,17 @@ class Gates:
     min_margin_gain: float | None = knob(
         None, "DPO: held-out chosen-rejected logprob margin gain >= this"
     )
+    # Online comparison: people vote candidate against production on the labeling page. With
+    # either set, production moves only once the votes say so (training.gates.promote_on_votes).
+    min_human_votes: float | None = knob(
+        None, "human votes of candidate against production >= this"
+    )
+    min_human_win_lower_bound: float | None = knob(
+        None, "Wilson 95% lower bound of the candidate's human win rate > this (e.g. 0.5)"
+    )
 
     def __post_init__(self) -> None:
-        for name in ("min_reward_accuracy", "min_win_rate"):
+        for name in ("min_reward_accuracy", "min_win_rate", "min_human_win_lower_bound"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ConfigError(
@@ -74,6 +82,11 @@ class Gates:
                 )
         if self.max_kl is not None and self.max_kl < 0:
             raise ConfigError(f"gate max_kl must be >= 0, got {self.max_kl}", "gates.max_kl")
+        if self.min_human_votes is not None and self.min_human_votes < 1:
+            raise ConfigError(
+                f"gate min_human_votes must be >= 1, got {self.min_human_votes}",
+                "gates.min_human_votes",
+            )
 
     def active(self) -> dict[str, float]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

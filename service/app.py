@@ -24,11 +24,16 @@ from service.feedback.serving import FeedbackService, import_limits
 from service.health import router as health_router
 from service.jobs.api_router import router as jobs_router
 from service.jobs.serving import JobService
+from service.labeling.api_router import router as labeling_router
+from service.labeling.serving import LabelingService
 from service.metrics import ServiceMetrics
 from service.openai.api_router import router as openai_router
 from service.openai.serving import OpenAIServing
 from service.rewards.api_router import router as rewards_router
 from service.state import ServiceState
+from service.ui import pages
+from service.ui.serving import DashboardService
+from service.ui.sessions import Sessions
 from service.worker_process import WorkerSupervisor
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,12 @@ def build_state(settings: Settings) -> ServiceState:
         if settings.log_completions else None
     )
     engine = Engine(settings, registry, base_info=base_info, events=metrics)
+    openai = OpenAIServing(
+        engine, metrics, completion_sink=completion_log.submit if completion_log else None
+    )
+    adapters = AdapterService(settings, registry, engine)
+    sessions = Sessions(settings)
+    labeling = LabelingService(store, registry, openai, completion_log, sessions)
     return ServiceState(
         settings=settings,
         base_info=base_info,
@@ -55,10 +66,8 @@ def build_state(settings: Settings) -> ServiceState:
         authenticator=Authenticator(
             settings.api_keys, allow_open_access=settings.allow_open_access
         ),
-        openai=OpenAIServing(
-            engine, metrics, completion_sink=completion_log.submit if completion_log else None
-        ),
-        adapters=AdapterService(settings, registry, engine),
+        openai=openai,
+        adapters=adapters,
         store=store,
         completion_log=completion_log,
         feedback=FeedbackService(store, completion_log, import_limits(settings)),
@@ -67,6 +76,9 @@ def build_state(settings: Settings) -> ServiceState:
             WorkerSupervisor(settings)
             if settings.job_runner == "local" and settings.start_worker else None
         ),
+        sessions=sessions,
+        labeling=labeling,
+        dashboard=DashboardService(store, adapters, labeling),
     )
 
 
@@ -92,7 +104,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     for router in (
-        health_router, openai_router, adapters_router, rewards_router, feedback_router, jobs_router
+        health_router, openai_router, adapters_router, rewards_router, feedback_router,
+        jobs_router, labeling_router,
     ):
         app.include_router(router)
+    pages.install(app)
     return app

@@ -57,9 +57,22 @@ class Authenticator:
                 match = key
         if match is None:
             raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
-        if scope is not None and scope not in match.scopes and "admin" not in match.scopes:
-            raise HTTPException(403, f"API key {match.name!r} lacks the '{scope}' scope")
-        return match.name
+        return self._allowed(match, scope)
+
+    def named(self, name: str, scope: Scope) -> str:
+        """``name`` if a key of that name still exists and may use ``scope`` (a signed-in page
+        session names its key; removing the key ends the session); HTTPException otherwise."""
+        for _, key in self._keys:
+            if key.name == name:
+                return self._allowed(key, scope)
+        raise HTTPException(401, "the API key of this session no longer exists: sign in again")
+
+    @staticmethod
+    def _allowed(key: ApiKey, scope: Scope | None) -> str:
+        """``scope`` None: any valid key will do (reading jobs)."""
+        if scope is not None and scope not in key.scopes and "admin" not in key.scopes:
+            raise HTTPException(403, f"API key {key.name!r} lacks the '{scope}' scope")
+        return key.name
 
 
 def require(scope: Scope | None):

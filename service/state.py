@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     from service.completion_log import CompletionLogWriter
     from service.feedback.serving import FeedbackService
     from service.jobs.serving import JobService
+    from service.labeling.serving import LabelingService
     from service.openai.serving import OpenAIServing
+    from service.ui.serving import DashboardService
+    from service.ui.sessions import Sessions
     from service.worker_process import WorkerSupervisor
 
 
@@ -38,6 +41,9 @@ class ServiceState:
     completion_log: CompletionLogWriter | None
     feedback: FeedbackService
     jobs: JobService
+    sessions: Sessions
+    labeling: LabelingService
+    dashboard: DashboardService
     worker: WorkerSupervisor | None = None
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from core.store.db import Database, open_database
 from core.store.feedback import FeedbackLog
 from core.store.job_queries import JobQueries
 from core.store.jobs import Jobs
+from core.store.labeling import Labeling
 from core.store.migrate import upgrade
 from core.store.snapshots import Snapshots
 from core.store.stats import Stats
@@ -36,6 +37,7 @@ class Store:
         self.stats = Stats(database)
         self.jobs = Jobs(database)
         self.job_queries = JobQueries(database)
+        self.labeling = Labeling(database)
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True, **engine_kwargs: Any) -> Store:
