@@ -62,7 +62,7 @@ class EngineStats:
     waiting: int  # requests queued (or resolving their adapter)
     steps: int
     adapter_loads: int  # host loads started (disk cache or registry)
-    prompt_tokens: int
+    prompt_tokens: int  # prompt tokens computed: once per call, whatever its n
     generated_tokens: int
     finished: dict[str, int]  # by reason: stop, length, cancelled, error
     slots_used: int

@@ -320,7 +320,8 @@ class Scheduler:
             )
         ):
             request.first_token_at = time.monotonic()
-            self.prompt_tokens += len(request.prompt)
+            if request.index == 0:  # computed once for all its choices
+                self.prompt_tokens += len(request.prompt)
             if request.cancelled:
                 self._finish(request)
                 self.finished["cancelled"] += 1
