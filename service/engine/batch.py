@@ -40,24 +40,26 @@ class _PrefillView:
 
     def __init__(self, group: PrefillGroup, start: int, end: int):
         self.cache, self.start, self.end = group.cache, start, end
-        self.rows, self.targets, self.source = group.first_rows, group.targets, group.source
+        self.rows, self.source = group.first_rows, group.source
         keys = torch.arange(end, device=self.rows.device)
         queries = torch.arange(start, end, device=self.rows.device)
+        targets = group.targets
+        self.index = self.cache.index(targets, queries.expand(len(targets), -1))
         causal = keys[None, :] <= queries[:, None]  # [S, end]
         real = keys[None, :] < group.lengths[:, None]  # [P, end]: padding is never a key
         self.mask = (causal[None] & real[:, None])[:, None]  # [P, 1, S, end]
 
     def update(self, layer: int, keys: torch.Tensor, values: torch.Tensor):
-        cache_k, cache_v = self.cache.keys[layer], self.cache.values[layer]
-        span = slice(self.start, self.end)
         if self.source is None:  # one row per prompt
-            cache_k[self.targets, :, span] = keys
-            cache_v[self.targets, :, span] = values
+            self.cache.write(layer, self.index, keys, values)
         else:  # n rows per prompt: the same prefill fills them all
-            cache_k[self.targets, :, span] = keys.index_select(0, self.source)
-            cache_v[self.targets, :, span] = values.index_select(0, self.source)
+            source = self.source
+            self.cache.write(
+                layer, self.index, keys.index_select(0, source), values.index_select(0, source)
+            )
         if self.start == 0:  # nothing earlier to read back
             return keys, values
+        cache_k, cache_v = self.cache.keys[layer], self.cache.values[layer]
         return cache_k[self.rows, :, : self.end], cache_v[self.rows, :, : self.end]
 
 
@@ -128,18 +130,19 @@ class _DecodeView:
 
     def __init__(self, cache: KVCache, width: int, rows: torch.Tensor, positions: torch.Tensor):
         self.cache, self.width, self.rows = cache, width, rows
-        self.columns = positions.index_select(0, rows)  # [A] where each running row writes
-        span = int(self.columns.max()) + 1
+        columns = positions.index_select(0, rows)  # [A] where each running row writes
+        self.index = cache.index(rows, columns[:, None])
+        span = int(columns.max()) + 1
         keys = torch.arange(span, device=positions.device)
         self.span = span
         self.mask = (keys[None, :] <= positions[:, None])[:, None, None]  # [width, 1, 1, span]
 
     def update(self, layer: int, keys: torch.Tensor, values: torch.Tensor):
-        cache_k, cache_v = self.cache.keys[layer], self.cache.values[layer]
         # keys [width, kv_heads, 1, head_dim]; only running rows write (holes may be rows
         # whose prompt is being prefilled)
-        cache_k[self.rows, :, self.columns] = keys.index_select(0, self.rows)[:, :, 0]
-        cache_v[self.rows, :, self.columns] = values.index_select(0, self.rows)[:, :, 0]
+        rows = self.rows
+        self.cache.write(layer, self.index, keys.index_select(0, rows), values.index_select(0, rows))
+        cache_k, cache_v = self.cache.keys[layer], self.cache.values[layer]
         return cache_k[: self.width, :, : self.span], cache_v[: self.width, :, : self.span]
 
 

@@ -76,6 +76,23 @@ class KVCache:
         """Every row free (after a failed step)."""
         self._free = list(range(self.rows))
 
+    # --- writing ---
+
+    def index(self, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """Where a pass writes: ``rows`` [A], ``columns`` [A, S] -> flat positions [A*H*S] in
+        every layer's storage seen as [rows*kv_heads*columns, head_dim]. (An ``index_copy_`` on
+        that view is about 20x faster on CPU than indexing rows and columns around a slice.)"""
+        _, heads, _, _ = self._shape
+        h = torch.arange(heads, device=rows.device)
+        return ((rows[:, None, None] * heads + h[None, :, None]) * self.columns
+                + columns[:, None, :]).reshape(-1)
+
+    def write(self, layer: int, index: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Store ``keys``/``values`` [A, kv_heads, S, head_dim] at ``index`` (from ``index``)."""
+        dim = keys.shape[-1]
+        self.keys[layer].view(-1, dim).index_copy_(0, index, keys.reshape(-1, dim))
+        self.values[layer].view(-1, dim).index_copy_(0, index, values.reshape(-1, dim))
+
     # --- columns ---
 
     def reserve(self, tokens: int) -> None:
