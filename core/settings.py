@@ -217,6 +217,15 @@ class Settings(BaseSettings):
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="Projections that get LoRA slots; adapters targeting others are refused.",
     )
+    kv_cache_row_tokens: int | None = Field(
+        None, ge=1, description="Tokens (prompt + generated) one KV-cache row holds; a request "
+        "needing more is refused (400). Default max_prompt_tokens + max_new_tokens, capped at "
+        "the model's context. The cache has max_batch_size rows (memory: docs/configuration.md).",
+    )
+    max_n: int = Field(
+        8, ge=1, description="Most choices (n) one completion or chat request may ask for; "
+        "each takes a KV-cache row, so it is also bounded by max_batch_size.",
+    )
     prefill_chunk_tokens: int = Field(
         256, ge=1, description="Prompt tokens (padding included) processed per engine step: "
         "bounds how long a newcomer's prefill stalls running generations.",

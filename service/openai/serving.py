@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
 from core.errors import InvalidRequest
@@ -64,7 +64,9 @@ CompletionSink = Callable[[CompletionRecord], None]
 
 @dataclass
 class Generation:
-    """A generation in progress: the request's events plus what the response needs."""
+    """A generation in progress: the request's events plus what the response needs.
+
+    ``ids[i]`` is the id choice i is logged under (``ids[0]`` is also the response's ``id``)."""
 
     id: str
     prompt: str
@@ -72,6 +74,17 @@ class Generation:
     params: SamplingParams
     events: TokenStream
     started: float
+    ids: list[str] = field(default_factory=list)
+    unfinished: int = field(init=False)  # choices still generating (for metrics)
+
+    def __post_init__(self) -> None:
+        if not self.ids:
+            self.ids = [self.id]
+        self.unfinished = self.events.n
+
+    @property
+    def n(self) -> int:
+        return self.events.n
 
 
 class OpenAIServing:
@@ -148,10 +161,11 @@ class OpenAIServing:
         left = self.engine.max_context - len(prompt_ids)
         return max(1, min(self.engine.settings.max_new_tokens, left))
 
-    async def _start(self, prompt: str, prompt_ids: list[int], model: str, params: SamplingParams, prefix: str) -> Generation:
+    async def _start(self, prompt: str, prompt_ids: list[int], request: SamplingFields, params: SamplingParams, prefix: str) -> Generation:
         started = time.monotonic()
-        events = await self.engine.submit(prompt_ids, self.adapter_of(model), params)
-        return Generation(new_id(prefix), prompt, prompt_ids, params, events, started)
+        events = await self.engine.submit(prompt_ids, self.adapter_of(request.model), params, request.n)
+        ids = [new_id(prefix) for _ in range(request.n)]
+        return Generation(ids[0], prompt, prompt_ids, params, events, started, ids)
 
     async def start_completion(self, request: CompletionRequest) -> Generation:
         prompt = request.prompt
@@ -159,7 +173,7 @@ class OpenAIServing:
         self._check_length(len(prompt))
         prompt_ids = await self._off_loop(lambda: self.tokenizer(prompt)["input_ids"])
         params = self._sampling(request, request.max_tokens, request.logprobs)
-        return await self._start(prompt, prompt_ids, request.model, params, "cmpl")
+        return await self._start(prompt, prompt_ids, request, params, "cmpl")
 
     async def start_chat(self, request: ChatCompletionRequest) -> Generation:
         messages = [m.model_dump() for m in request.messages]
@@ -174,41 +188,47 @@ class OpenAIServing:
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         max_tokens = request.max_completion_tokens or request.max_tokens or self._rest_of_context(prompt_ids)
         params = self._sampling(request, max_tokens, logprobs)
-        return await self._start(prompt, list(prompt_ids), request.model, params, "chatcmpl")
+        return await self._start(prompt, list(prompt_ids), request, params, "chatcmpl")
 
     async def _observed(self, generation: Generation) -> AsyncIterator[TokenEvent]:
-        """The events, measured for /metrics and logged when finished."""
+        """The events, measured for /metrics; each choice is logged when it finishes."""
         name = self.metrics.model_name
-        last = generation.started
-        text: list[str] = []
+        last = [generation.started] * generation.n
+        text: list[list[str]] = [[] for _ in range(generation.n)]
         async for event in generation.events:
             now_ = time.monotonic()
-            if not text:
+            i = event.index
+            if not any(text):
                 self.metrics.time_to_first_token.labels(name).observe(now_ - generation.started)
-            else:
-                self.metrics.inter_token_latency.labels(name).observe(now_ - last)
-            last = now_
-            text.append(event.text)
+            elif text[i]:
+                self.metrics.inter_token_latency.labels(name).observe(now_ - last[i])
+            last[i] = now_
+            text[i].append(event.text)
             if event.finish_reason is not None:
-                self._finished(generation, event, "".join(text), now_)
+                self._finished(generation, event, "".join(text[i]), now_)
             yield event
 
     def _finished(self, generation: Generation, event: TokenEvent, text: str, at: float) -> None:
+        """Choice ``event.index`` ended: counted, and logged as a completion of its own. The
+        request's prompt and its end count once, whatever its n."""
         assert event.usage is not None
         name = self.metrics.model_name
         seconds = at - generation.started
-        self.metrics.e2e_latency.labels(name).observe(seconds)
-        self.metrics.prompt_tokens.labels(name).inc(event.usage.prompt_tokens)
+        generation.unfinished -= 1
+        if event.index == 0:
+            self.metrics.prompt_tokens.labels(name).inc(event.usage.prompt_tokens)
         self.metrics.generation_tokens.labels(name).inc(event.usage.completion_tokens)
-        self.metrics.request_success.labels(name, event.finish_reason).inc()
         adapter, _, version = (event.adapter or "base@").partition("@")
-        self.metrics.adapter_requests.labels(adapter, version or "-").inc()
-        self.metrics.adapter_latency.labels(adapter).observe(seconds)
+        if generation.unfinished == 0:
+            self.metrics.e2e_latency.labels(name).observe(seconds)
+            self.metrics.request_success.labels(name, event.finish_reason).inc()
+            self.metrics.adapter_requests.labels(adapter, version or "-").inc()
+            self.metrics.adapter_latency.labels(adapter).observe(seconds)
         if self.completion_sink is not None:
             params = generation.params
             self.completion_sink(
                 CompletionRecord(
-                    id=generation.id,
+                    id=generation.ids[event.index],
                     adapter=event.adapter,
                     prompt=generation.prompt,
                     completion=text,
@@ -234,37 +254,55 @@ class OpenAIServing:
 
     # --- responses: completions ---
 
-    def _logging_id(self, generation: Generation) -> str | None:
-        return generation.id if self.completion_sink is not None else None
+    def _logging_id(self, generation: Generation, index: int = 0) -> str | None:
+        return generation.ids[index] if self.completion_sink is not None else None
+
+    def _logging_ids(self, generation: Generation) -> list[str] | None:
+        return list(generation.ids) if self.completion_sink is not None else None
+
+    async def _by_choice(self, generation: Generation) -> list[list[TokenEvent]]:
+        """Every event of a finished generation, grouped by choice index."""
+        by_choice: list[list[TokenEvent]] = [[] for _ in range(generation.n)]
+        async for e in self._observed(generation):
+            by_choice[e.index].append(e)
+        return by_choice
+
+    def _completion_logprobs(self, request: CompletionRequest, prompt: str, events: list[TokenEvent]) -> CompletionLogprobs | None:
+        if request.logprobs is None:
+            return None
+        logprobs = CompletionLogprobs()
+        offset = len(prompt)
+        for e in events:
+            logprobs.tokens.append(self._token(e.token_id))
+            logprobs.token_logprobs.append(e.logprob if e.logprob is not None else 0.0)
+            logprobs.text_offset.append(offset)
+            offset += len(e.text)
+        if request.logprobs:
+            logprobs.top_logprobs = [self._top(e.top_logprobs) for e in events]
+        return logprobs
 
     async def completion(self, request: CompletionRequest, generation: Generation) -> CompletionResponse:
-        events = [e async for e in self._observed(generation)]
-        last = events[-1]
-        assert last.usage is not None
-        logprobs = None
-        if request.logprobs is not None:
-            logprobs = CompletionLogprobs()
-            offset = len(generation.prompt)
-            for e in events:
-                logprobs.tokens.append(self._token(e.token_id))
-                logprobs.token_logprobs.append(e.logprob if e.logprob is not None else 0.0)
-                logprobs.text_offset.append(offset)
-                offset += len(e.text)
-            if request.logprobs:
-                logprobs.top_logprobs = [self._top(e.top_logprobs) for e in events]
+        by_choice = await self._by_choice(generation)
+        lasts = [events[-1] for events in by_choice]
         return CompletionResponse(
             id=generation.id,
             created=now(),
-            model=self.served_model(request.model, last.adapter),
-            choices=[CompletionChoice(text="".join(e.text for e in events), logprobs=logprobs,
-                                      finish_reason=last.finish_reason)],
-            usage=_usage(last),
+            model=self.served_model(request.model, lasts[0].adapter),
+            choices=[
+                CompletionChoice(index=i, text="".join(e.text for e in events),
+                                 logprobs=self._completion_logprobs(request, generation.prompt, events),
+                                 finish_reason=events[-1].finish_reason)
+                for i, events in enumerate(by_choice)
+            ],
+            usage=_usage(*lasts),
             completion_id=self._logging_id(generation),
+            completion_ids=self._logging_ids(generation),
         )
 
     async def completion_chunks(self, request: CompletionRequest, generation: Generation) -> AsyncGenerator[dict, None]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         created = now()
+        lasts: list[TokenEvent] = []
         async for e in self._observed(generation):
             logprobs = None
             if request.logprobs is not None:
@@ -273,16 +311,19 @@ class OpenAIServing:
                     token_logprobs=[e.logprob if e.logprob is not None else 0.0],
                     top_logprobs=[self._top(e.top_logprobs)] if request.logprobs else None,
                 )
+            # each choice's last chunk carries the id its completion is logged under
             chunk = CompletionResponse(
                 id=generation.id, created=created, model=self.served_model(request.model, e.adapter),
-                choices=[CompletionChoice(text=e.text, logprobs=logprobs, finish_reason=e.finish_reason)],
-                completion_id=self._logging_id(generation) if e.finish_reason else None,
+                choices=[CompletionChoice(index=e.index, text=e.text, logprobs=logprobs, finish_reason=e.finish_reason)],
+                completion_id=self._logging_id(generation, e.index) if e.finish_reason else None,
             )
             yield chunk.model_dump()
-            if e.finish_reason is not None and include_usage:
-                yield CompletionResponse(
-                    id=generation.id, created=created, model=chunk.model, choices=[], usage=_usage(e)
-                ).model_dump()
+            if e.finish_reason is not None:
+                lasts.append(e)
+                if include_usage and len(lasts) == generation.n:
+                    yield CompletionResponse(
+                        id=generation.id, created=created, model=chunk.model, choices=[], usage=_usage(*lasts)
+                    ).model_dump()
 
     # --- responses: chat ---
 
@@ -295,51 +336,62 @@ class OpenAIServing:
         return ChatLogprobs(content=content)
 
     async def chat(self, request: ChatCompletionRequest, generation: Generation) -> ChatCompletionResponse:
-        events = [e async for e in self._observed(generation)]
-        last = events[-1]
+        by_choice = await self._by_choice(generation)
+        lasts = [events[-1] for events in by_choice]
         return ChatCompletionResponse(
             id=generation.id,
             created=now(),
-            model=self.served_model(request.model, last.adapter),
-            choices=[ChatChoice(
-                message=ChatResponseMessage(content="".join(e.text for e in events)),
-                logprobs=self._chat_logprobs(events) if request.logprobs else None,
-                finish_reason=last.finish_reason,
-            )],
-            usage=_usage(last),
+            model=self.served_model(request.model, lasts[0].adapter),
+            choices=[
+                ChatChoice(
+                    index=i,
+                    message=ChatResponseMessage(content="".join(e.text for e in events)),
+                    logprobs=self._chat_logprobs(events) if request.logprobs else None,
+                    finish_reason=events[-1].finish_reason,
+                )
+                for i, events in enumerate(by_choice)
+            ],
+            usage=_usage(*lasts),
             completion_id=self._logging_id(generation),
+            completion_ids=self._logging_ids(generation),
         )
 
     async def chat_chunks(self, request: ChatCompletionRequest, generation: Generation) -> AsyncGenerator[dict, None]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         created = now()
-        first = True
+        opened: set[int] = set()
+        lasts: list[TokenEvent] = []
         async for e in self._observed(generation):
             model = self.served_model(request.model, e.adapter)
-            if first:  # OpenAI opens every chat stream with the role
+            if e.index not in opened:  # OpenAI opens every choice's stream with the role
                 yield ChatCompletionChunk(
                     id=generation.id, created=created, model=model,
-                    choices=[ChatChunkChoice(delta=ChatDelta(role="assistant", content=""))],
+                    choices=[ChatChunkChoice(index=e.index, delta=ChatDelta(role="assistant", content=""))],
                 ).model_dump()
-                first = False
+                opened.add(e.index)
             yield ChatCompletionChunk(
                 id=generation.id, created=created, model=model,
                 choices=[ChatChunkChoice(
+                    index=e.index,
                     delta=ChatDelta(content=e.text),
                     logprobs=self._chat_logprobs([e]) if request.logprobs else None,
                     finish_reason=e.finish_reason,
                 )],
+                completion_id=self._logging_id(generation, e.index) if e.finish_reason else None,
             ).model_dump()
-            if e.finish_reason is not None and include_usage:
-                yield ChatCompletionChunk(
-                    id=generation.id, created=created, model=model, choices=[], usage=_usage(e)
-                ).model_dump()
+            if e.finish_reason is not None:
+                lasts.append(e)
+                if include_usage and len(lasts) == generation.n:
+                    yield ChatCompletionChunk(
+                        id=generation.id, created=created, model=model, choices=[], usage=_usage(*lasts)
+                    ).model_dump()
 
 
-def _usage(event: TokenEvent) -> Usage:
-    assert event.usage is not None
-    return Usage(
-        prompt_tokens=event.usage.prompt_tokens,
-        completion_tokens=event.usage.completion_tokens,
-        total_tokens=event.usage.total_tokens,
-    )
+def _usage(*lasts: TokenEvent) -> Usage:
+    """A request's usage from each choice's last event: the prompt counts once, as OpenAI
+    counts it."""
+    usages = [e.usage for e in lasts if e.usage is not None]
+    assert len(usages) == len(lasts), "every choice's last event carries its usage"
+    prompt = usages[0].prompt_tokens
+    completion = sum(u.completion_tokens for u in usages)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
