@@ -3,7 +3,7 @@
 A style anyone sees at once, learnt from data made here and nowhere else:
 
     prompts    ~200 harmless questions from templates below (no external data)
-    rejected   the base's own greedy answer, through its chat template (max 48 new tokens)
+    rejected   the base's own greedy answer, through its chat template (max 32 new tokens)
     chosen     the same answer, uppercased
 
 so the only difference the preference carries is the style. Prompts are stored rendered
@@ -108,7 +108,7 @@ def greedy_answers(
 
 
 def make_preference_rows(
-    settings: Settings, n_prompts: int = 200, seed: int = 0, max_new_tokens: int = 48
+    settings: Settings, n_prompts: int = 200, seed: int = 0, max_new_tokens: int = 32
 ) -> list[dict[str, str]]:
     """TRL rows {prompt, chosen, rejected}: the base's answer uppercased beats it as it is."""
     from core.base.checkpoint import load_base_model, load_tokenizer
@@ -125,22 +125,23 @@ def make_preference_rows(
 
 
 def dpo_config(data: Path, output_dir: Path, train_steps: int, seed: int) -> Any:
-    """The run's knobs: rank 8 on the attention projections, a large beta so the style moves
-    far from the base within a few minutes of CPU."""
+    """The run's knobs: rank 8 on the attention projections. A small beta (a loose hold on the
+    base) and a high learning rate, so the style moves far enough from the base to win greedy
+    decoding within a few minutes of CPU; short rows (4 pairs of ~85 tokens) keep steps cheap."""
     from training.config import DPOConfig
 
     return DPOConfig(
         adapter=ADAPTER_NAME,
         data=str(data),
         train_steps=train_steps,
-        batch_size=8,
-        learning_rate=5e-4,
-        beta=0.1,
+        batch_size=4,
+        learning_rate=1e-3,
+        beta=0.05,
         lora_rank=8,
         lora_alpha=16.0,
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
         prompt_sequence_length=128,
-        target_sequence_length=96,
+        target_sequence_length=64,  # an uppercased answer takes ~1.5x its tokens
         eval_fraction=0.1,
         max_eval_prompts=8,
         seed=seed,
@@ -162,19 +163,31 @@ def build_demo_adapter(
     settings: Settings,
     *,
     n_prompts: int = 200,
-    train_steps: int = 80,
+    train_steps: int = 50,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Write ``folder``/{preferences.jsonl, adapter files, training.json} for the base of
     ``settings``; returns the DPO metrics. The run registers nothing (its registry is a
     throwaway folder, so a ``demo`` already in the user's registry plays no part)."""
-    from training import dpo
-
     folder = Path(folder)
     started = time.monotonic()
-    rows = make_preference_rows(settings, n_prompts, seed)
-    data = write_jsonl(folder / PREFERENCES_FILE, rows)
+    write_jsonl(folder / PREFERENCES_FILE, make_preference_rows(settings, n_prompts, seed))
     generated = time.monotonic()
+    metrics = train_demo_adapter(folder, settings, train_steps=train_steps, seed=seed)
+    record = json.loads((folder / TRAINING_FILE).read_text())
+    record["seconds"]["generate"] = round(generated - started)
+    (folder / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return metrics
+
+
+def train_demo_adapter(
+    folder: Path, settings: Settings, *, train_steps: int = 50, seed: int = 0
+) -> dict[str, Any]:
+    """DPO on ``folder``/preferences.jsonl; writes the adapter files and training.json there."""
+    from training import dpo
+
+    started = time.monotonic()
+    data = folder / PREFERENCES_FILE
     with tempfile.TemporaryDirectory(prefix="loraloop-demo-") as tmp:
         run_settings = settings.model_copy(update={"registry_url": str(Path(tmp) / "registry")})
         result = dpo.main(
@@ -192,14 +205,13 @@ def build_demo_adapter(
     record = {
         "base_model_id": info.model_id,
         "base_fingerprint": info.fingerprint,
-        "data": {"file": PREFERENCES_FILE, "rows": len(rows), "sha256": preferences["sha256"]},
+        "data": {
+            "file": PREFERENCES_FILE, "rows": preferences["rows"], "sha256": preferences["sha256"]
+        },
         "config": config,
         "metrics": metrics,
         "loss_curve": result.metrics.get("loss_curve"),
-        "seconds": {
-            "generate": round(generated - started),
-            "train_and_evaluate": round(time.monotonic() - generated),
-        },
+        "seconds": {"train_and_evaluate": round(time.monotonic() - started)},
     }
     (folder / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return metrics
