@@ -164,7 +164,7 @@ def build_demo_adapter(
     settings: Settings,
     *,
     n_prompts: int = 200,
-    train_steps: int = 30,
+    train_steps: int = 12,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Write ``folder``/{preferences.jsonl, adapter files, training.json} for the base of
@@ -182,7 +182,7 @@ def build_demo_adapter(
 
 
 def train_demo_adapter(
-    folder: Path, settings: Settings, *, train_steps: int = 30, seed: int = 0
+    folder: Path, settings: Settings, *, train_steps: int = 12, seed: int = 0
 ) -> dict[str, Any]:
     """DPO on ``folder``/preferences.jsonl; writes the adapter files and training.json there."""
     from training import dpo
