@@ -1,8 +1,14 @@
-"""The demo adapter: on the embedded tiny Llama with an empty registry, register ``demo`` so the
+"""The demo adapter: on an embedded base with an empty registry, register ``demo`` so the
 README's first request has an adapter to select.
 
-It is a real PEFT LoRA folder (rank 8 on q/v, random weights from a fixed seed), written with
-safetensors; on a real checkpoint nothing is registered (a random adapter would be noise).
+- ``smollm2-135m-instruct``: the committed ``service/assets/demo-adapter`` (rank 8 on the
+  attention projections, trained by ``python -m training demo-adapter`` with our DPO to answer
+  in ALL CAPS), registered with its metrics when the base's fingerprint is the one it was
+  trained on.
+- ``tiny-llama``: a real PEFT LoRA folder with random weights from a fixed seed (rank 8 on q/v);
+  the base is random too, so there is nothing to teach it.
+
+On any other checkpoint nothing is registered (neither would fit or mean anything).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from core.base.folders import TINY_LLAMA
+from core.base.folders import SMOLLM2, TINY_LLAMA
 from core.base.info import BaseModelInfo
 from core.registry import Registry
 from core.settings import Settings
@@ -23,6 +29,9 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 DEMO_ADAPTER = "demo"
+# Written by ``python -m training demo-adapter service/assets/demo-adapter``.
+TRAINED_DEMO = Path(__file__).parent / "assets" / "demo-adapter"
+TRAINING_FILE = "training.json"  # the base fingerprint, metrics and config of the run
 _RANK, _ALPHA, _TARGETS, _SEED = 8, 16, ("q_proj", "v_proj"), 1234
 
 
@@ -45,12 +54,40 @@ def write_demo_adapter(folder: Path, base: BaseModelInfo) -> Path:
     return folder
 
 
-def ensure_demo_adapter(settings: Settings, registry: Registry) -> None:
-    if not settings.demo_adapter or settings.base_model != TINY_LLAMA or registry.list_adapters():
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        manifest = registry.publish(
-            write_demo_adapter(Path(tmp), registry.base), DEMO_ADAPTER, created_by="loraloop-demo"
+def trained_demo_adapter(base: BaseModelInfo) -> tuple[Path, dict] | None:
+    """The committed demo adapter folder and its training record, if it was trained on a base
+    of ``base``'s architecture (else None: its shapes would not fit)."""
+    record = json.loads((TRAINED_DEMO / TRAINING_FILE).read_text())
+    if record["base_fingerprint"] != base.fingerprint:
+        log.warning(
+            "not registering the demo adapter: it was trained on a base with fingerprint %s, "
+            "the served base has %s", record["base_fingerprint"], base.fingerprint,
         )
+        return None
+    return TRAINED_DEMO, record
+
+
+def ensure_demo_adapter(settings: Settings, registry: Registry) -> None:
+    if not settings.demo_adapter or registry.list_adapters():
+        return
+    if settings.base_model == SMOLLM2:
+        trained = trained_demo_adapter(registry.base)
+        if trained is None:
+            return
+        folder, record = trained
+        manifest = registry.publish(
+            folder,
+            DEMO_ADAPTER,
+            metrics=record["metrics"],
+            lineage={k: v for k, v in record.items() if k != "metrics"},
+            created_by="loraloop-demo",
+        )
+    elif settings.base_model == TINY_LLAMA:
+        with tempfile.TemporaryDirectory() as tmp:
+            manifest = registry.publish(
+                write_demo_adapter(Path(tmp), registry.base), DEMO_ADAPTER, created_by="loraloop-demo"
+            )
+    else:
+        return
     registry.set_alias(DEMO_ADAPTER, "production", manifest.version, expected=None)
     log.info("registered the demo adapter %s as demo@production", manifest.ref)

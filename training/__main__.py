@@ -6,7 +6,7 @@
     python -m training feedback import FILE --use-case NAME
     python -m training register PATH --adapter NAME [--kind reward]
     python -m training registry list
-    python -m training demo-data DIR / demo-base DIR
+    python -m training demo-data DIR / demo-base DIR / demo-adapter DIR
     python -m training run-job ID      (run one queued job; what a job runner starts)
     python -m training worker          (launch queued jobs; what python -m service starts)
 
@@ -117,6 +117,18 @@ def worker_command(args: argparse.Namespace) -> int:
     return run_worker(Settings(), once=args.once, parent=args.parent)
 
 
+def demo_adapter_command(args: argparse.Namespace) -> int:
+    from core.settings import Settings
+    from training.demo_adapter import build_demo_adapter
+
+    settings = Settings(base_model=args.base_model, base_model_id=None)
+    metrics = build_demo_adapter(
+        args.folder, settings, n_prompts=args.prompts, train_steps=args.steps, seed=args.seed
+    )
+    print_summary(f"demo adapter: {args.folder}", metrics)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training", description=__doc__.split("\n\n")[0]
@@ -152,6 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--seed", type=int, default=0)
     base.set_defaults(run=demo_base_command)
     add_job_parsers(commands)
+    adapter = commands.add_parser(
+        "demo-adapter",
+        help="generate the ALL CAPS preference data and train the demo adapter with DPO "
+        "(docs/training.md)",
+    )
+    adapter.add_argument("folder", type=Path, help="where to write the data and the adapter")
+    adapter.add_argument("--base-model", default="smollm2-135m-instruct")
+    adapter.add_argument("--prompts", type=int, default=200)
+    adapter.add_argument("--steps", type=int, default=12)
+    adapter.add_argument("--seed", type=int, default=0)
+    adapter.set_defaults(run=demo_adapter_command)
     return parser
 
 
