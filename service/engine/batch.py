@@ -13,6 +13,7 @@ per row, so a padded row computes exactly what it would alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -77,17 +78,24 @@ def forward(
     mask: torch.Tensor,
     positions: torch.Tensor,
     cache: DynamicCache,
+    every_position: bool = False,
 ) -> torch.Tensor:
-    """Run ``ids`` [B, S] after ``cache``; ``mask`` [B, past + S]. Returns last logits [B, V]."""
+    """Run ``ids`` [B, S] after ``cache``; ``mask`` [B, past + S]. Returns last logits [B, V],
+    or with ``every_position`` the logits of every position [B, S, V]."""
     out = model(
         input_ids=ids,
         attention_mask=mask,
         position_ids=positions,
         past_key_values=cache,
         use_cache=True,
-        logits_to_keep=1,
+        logits_to_keep=0 if every_position else 1,
     )
-    return out.logits[:, -1, :]
+    return out.logits if every_position else out.logits[:, -1, :]
+
+
+# Receives a prefill chunk's logits [n, S, V], the token each position predicts [n, S] and
+# which of those are prompt tokens [n, S] (bool): prompt log-probabilities are read from them.
+PositionsSink = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 class PrefillGroup:
@@ -106,9 +114,12 @@ class PrefillGroup:
     def finished(self) -> bool:
         return self.done == self.width
 
-    def step(self, model: PreTrainedModel, token_budget: int) -> torch.Tensor | None:
+    def step(
+        self, model: PreTrainedModel, token_budget: int, positions_sink: PositionsSink | None = None
+    ) -> torch.Tensor | None:
         """Process the next chunk (at most ``token_budget`` tokens, padding included, but at
-        least one column). Returns the last logits [n, V] once the whole prompt is in."""
+        least one column). Returns the last logits [n, V] once the whole prompt is in. With
+        ``positions_sink``, every position's logits go to it first (see PositionsSink)."""
         rows = self.ids.shape[0]
         end = min(self.width, self.done + max(1, token_budget // rows))
         logits = forward(
@@ -117,7 +128,18 @@ class PrefillGroup:
             self.mask[:, :end],
             self.positions[:, self.done : end],
             self.cache,
+            every_position=positions_sink is not None,
         )
+        if positions_sink is not None:
+            # Column c predicts column c + 1: a prompt token when c is (left padding) and is
+            # not the last column, whose prediction is the first generated token.
+            targets = self.ids[:, self.done + 1 : end + 1]
+            known = self.mask[:, self.done : end].bool()
+            if end == self.width:
+                targets = torch.cat([targets, self.ids[:, -1:]], dim=1)  # any id: not a target
+                known[:, -1] = False
+            positions_sink(logits, targets, known)
+            logits = logits[:, -1, :]
         self.done = end
         return logits if self.finished else None
 

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 
 from service.engine.adapters import AdapterKey
-from service.engine.sampling import SamplingParams
+from service.engine.sampling import SamplingParams, TokenLogprobs
 from service.engine.text import IncrementalDecoder, StopMatcher
 
 FinishReason = Literal["stop", "length"]
@@ -34,7 +34,9 @@ class Usage:
 class TokenEvent:
     """One generated token. ``text`` is the text it adds (may be empty while a character or a
     possible stop string is incomplete). The last event has ``finish_reason`` and ``usage``.
-    ``adapter`` names the version that served the request (``name@3``), None for the base."""
+    ``adapter`` names the version that served the request (``name@3``), None for the base.
+    ``prompt_logprobs`` (first event, when the params ask): one entry per prompt token after the
+    first, its log-probability given the tokens before it."""
 
     token_id: int
     text: str
@@ -43,6 +45,7 @@ class TokenEvent:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     adapter: str | None = None
+    prompt_logprobs: list[TokenLogprobs] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class Request:
     # only the version): done once the weights are in host memory. None: nothing held.
     acquired: Future | None = None
     slot_wait_since: float | None = None  # when it first found every slot busy
+    prompt_logprobs: list[TokenLogprobs] | None = None  # filled by the prefill when asked
 
     @property
     def adapter(self) -> str | None:

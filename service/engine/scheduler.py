@@ -31,11 +31,17 @@ import torch
 from transformers import PreTrainedModel
 
 from service.engine.adapters import AdapterManager
-from service.engine.batch import DecodeBatch, PrefillGroup
+from service.engine.batch import DecodeBatch, PositionsSink, PrefillGroup
 from service.engine.lora import LoraModel
 from service.engine.request import Event, EventSink, Request, State, TokenEvent, Usage, deliver
 from service.engine.reward import ScoreJob, score_rows
-from service.engine.sampling import TokenLogprobs, choose_tokens, token_logprobs
+from service.engine.sampling import (
+    TokenLogprobs,
+    choose_tokens,
+    position_logprobs,
+    process_logits,
+    token_logprobs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -272,8 +278,11 @@ class Scheduler:
     def _prefill_step(self) -> None:
         assert self.prefill is not None
         group, requests = self.prefill
+        sink = self._prompt_logprobs_sink(requests)
+        # Every position's logits are [rows, chunk, V]: such chunks keep to the normal budget.
+        budget = self._prefill_budget() if sink is None else self.budget
         with self.lora.use(self.lora.gather([r.slot for r in requests])):
-            logits = group.step(self.model, self._prefill_budget())
+            logits = group.step(self.model, budget, sink)
         if logits is None:
             return
         tokens = self._choose(logits, requests)
@@ -312,6 +321,20 @@ class Scheduler:
         self.prefill = None  # only now: until here a failure must reach these requests
         self.running.extend(joined_requests)
 
+    def _prompt_logprobs_sink(self, requests: list[Request]) -> PositionsSink | None:
+        """Collects the prompt log-probabilities of the rows that asked, chunk by chunk."""
+        asked = [(i, r) for i, r in enumerate(requests) if r.params.prompt_logprobs is not None]
+        if not asked:
+            return None
+
+        def sink(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor) -> None:
+            for i, request in asked:
+                k = request.params.prompt_logprobs or 0
+                found = position_logprobs(logits[i, known[i]], targets[i, known[i]], k)
+                request.prompt_logprobs = (request.prompt_logprobs or []) + found
+
+        return sink
+
     def _decode_step(self) -> None:
         assert self.batch is not None
         with self.lora.use(self.rows):
@@ -340,7 +363,11 @@ class Scheduler:
             self.batch.filter(keep)
 
     def _choose(self, logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
-        return choose_tokens(logits, [r.params for r in requests], [r.generator for r in requests])
+        params = [r.params for r in requests]
+        scores = process_logits(
+            logits, params, [r.prompt for r in requests], [r.output for r in requests], self.eos_ids
+        )
+        return choose_tokens(scores, params, [r.generator for r in requests])
 
     def _advance(self, request: Request, token: int, lp: TokenLogprobs | None) -> bool:
         """Record ``token`` for ``request``, stream its event; True if the request is done."""
@@ -348,7 +375,9 @@ class Scheduler:
         self.generated_tokens += 1
         params = request.params
         finish = None
-        if (token in self.eos_ids and not params.ignore_eos) or token in params.stop_token_ids:
+        if len(request.output) < params.min_tokens:  # as in vLLM: nothing stops it before
+            text = request.decoder.push(token)
+        elif (token in self.eos_ids and not params.ignore_eos) or token in params.stop_token_ids:
             text, finish = request.stops.flush(), "stop"
         else:
             text, hit = request.stops.push(request.decoder.push(token))
@@ -371,6 +400,7 @@ class Scheduler:
                 finish_reason=finish,
                 usage=usage,
                 adapter=request.adapter,
+                prompt_logprobs=request.prompt_logprobs if len(request.output) == 1 else None,
             ),
         )
         return finish is not None
