@@ -7,6 +7,8 @@ its results into JSON or server-sent events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +18,8 @@ from typing import TypeVar
 from core.errors import InvalidRequest
 from core.names import parse_ref
 from service.engine import Engine, SamplingParams, TokenEvent, TokenStream
+from service.engine import Usage as EngineUsage
+from service.engine.sampling import TokenLogprobs
 from service.metrics import ServiceMetrics
 from service.openai.protocol import (
     ChatChoice,
@@ -33,6 +37,7 @@ from service.openai.protocol import (
     CompletionResponse,
     ModelCard,
     ModelList,
+    Prompt,
     SamplingFields,
     TopLogprob,
     Usage,
@@ -72,6 +77,27 @@ class Generation:
     params: SamplingParams
     events: TokenStream
     started: float
+    # max_tokens 0 (echo): the engine decodes its one token, which the response leaves out.
+    prompt_only: bool = False
+
+    async def aclose(self) -> None:
+        await self.events.aclose()
+
+
+@dataclass
+class Completions:
+    """A completions request in progress: one generation per prompt, in the prompts' order
+    (choice ``i`` answers prompt ``i``). Its id is the first generation's."""
+
+    generations: list[Generation]
+
+    @property
+    def id(self) -> str:
+        return self.generations[0].id
+
+    async def aclose(self) -> None:
+        for generation in self.generations:
+            await generation.aclose()
 
 
 class OpenAIServing:
@@ -130,7 +156,13 @@ class OpenAIServing:
 
     # --- generation ---
 
-    def _sampling(self, request: SamplingFields, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
+    def _sampling(
+        self,
+        request: SamplingFields,
+        max_tokens: int | None,
+        logprobs: int | None,
+        prompt_logprobs: int | None = None,
+    ) -> SamplingParams:
         return SamplingParams(
             max_tokens=max_tokens or self.default_max_tokens,
             temperature=request.temperature,
@@ -140,6 +172,12 @@ class OpenAIServing:
             stop=tuple(request.stop or ()),
             logprobs=logprobs,
             ignore_eos=request.ignore_eos,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
+            repetition_penalty=request.repetition_penalty,
+            min_tokens=request.min_tokens,
+            logit_bias=tuple((request.logit_bias or {}).items()),
+            prompt_logprobs=prompt_logprobs,
         )
 
     def _rest_of_context(self, prompt_ids: list[int]) -> int:
@@ -153,13 +191,47 @@ class OpenAIServing:
         events = await self.engine.submit(prompt_ids, self.adapter_of(model), params)
         return Generation(new_id(prefix), prompt, prompt_ids, params, events, started)
 
-    async def start_completion(self, request: CompletionRequest) -> Generation:
-        prompt = request.prompt
-        assert isinstance(prompt, str)  # the protocol validator reduced it to one string
-        self._check_length(len(prompt))
-        prompt_ids = await self._off_loop(lambda: self.tokenizer(prompt)["input_ids"])
-        params = self._sampling(request, request.max_tokens, request.logprobs)
-        return await self._start(prompt, prompt_ids, request.model, params, "cmpl")
+    def _encode(self, prompt: Prompt) -> tuple[str, list[int]]:
+        """(text, token ids) of a prompt given as either."""
+        if isinstance(prompt, str):
+            return prompt, self.tokenizer(prompt)["input_ids"]
+        if max(prompt) >= self.engine.vocab_size:
+            raise InvalidRequest("the prompt holds token ids outside the vocabulary", param="prompt")
+        return self.tokenizer.decode(prompt, skip_special_tokens=True), list(prompt)
+
+    async def start_completion(self, request: CompletionRequest) -> Completions:
+        """One generation per prompt; all are queued, or none (an error closes the others)."""
+        prompts = request.prompts
+        queue = self.engine.settings.max_queue
+        if len(prompts) > queue:
+            raise InvalidRequest(
+                f"{len(prompts)} prompts are more than the engine's queue holds ({queue}, "
+                "max_queue); send them in several requests",
+                param="prompt",
+            )
+        max_tokens = self.default_max_tokens if request.max_tokens is None else request.max_tokens
+        if max_tokens == 0 and not request.echo:
+            raise InvalidRequest(
+                "max_tokens 0 returns nothing without echo: set echo to true to score the "
+                "prompt, or ask for at least 1 token",
+                param="max_tokens",
+            )
+        self._check_length(sum(len(p) for p in prompts if isinstance(p, str)))
+        encoded = await self._off_loop(lambda: [self._encode(p) for p in prompts])
+        # Echo with logprobs: the prompt's log-probabilities too, as vLLM returns them.
+        prompt_logprobs = request.logprobs if request.echo else None
+        params = self._sampling(request, max(max_tokens, 1), request.logprobs, prompt_logprobs)
+        generations: list[Generation] = []
+        try:
+            for text, prompt_ids in encoded:
+                generation = await self._start(text, prompt_ids, request.model, params, "cmpl")
+                generation.prompt_only = max_tokens == 0
+                generations.append(generation)
+        except BaseException:
+            for generation in generations:
+                await generation.aclose()
+            raise
+        return Completions(generations)
 
     async def start_chat(self, request: ChatCompletionRequest) -> Generation:
         messages = [m.model_dump() for m in request.messages]
@@ -181,6 +253,8 @@ class OpenAIServing:
         last = generation.started
         text: list[str] = []
         async for event in generation.events:
+            if generation.prompt_only:
+                event = _without_token(event)
             now_ = time.monotonic()
             if not text:
                 self.metrics.time_to_first_token.labels(name).observe(now_ - generation.started)
@@ -215,6 +289,11 @@ class OpenAIServing:
                         "max_tokens": params.max_tokens, "temperature": params.temperature,
                         "top_p": params.top_p, "top_k": params.top_k, "seed": params.seed,
                         "stop": list(params.stop),
+                        "presence_penalty": params.presence_penalty,
+                        "frequency_penalty": params.frequency_penalty,
+                        "repetition_penalty": params.repetition_penalty,
+                        "min_tokens": params.min_tokens,
+                        "logit_bias": dict(params.logit_bias),
                     },
                     prompt_tokens=event.usage.prompt_tokens,
                     completion_tokens=event.usage.completion_tokens,
@@ -234,52 +313,102 @@ class OpenAIServing:
     def _logging_id(self, generation: Generation) -> str | None:
         return generation.id if self.completion_sink is not None else None
 
-    async def completion(self, request: CompletionRequest, generation: Generation) -> CompletionResponse:
-        events = [e async for e in self._observed(generation)]
-        last = events[-1]
-        assert last.usage is not None
+    def _top_with(self, token: str, logprob: float | None, top: dict[int, float] | None) -> dict[str, float]:
+        """The top alternatives and the token itself (up to logprobs + 1 entries, as in OpenAI)."""
+        return {token: logprob if logprob is not None else 0.0, **self._top(top)}
+
+    def _prompt_logprobs(
+        self, out: CompletionLogprobs, generation: Generation, entries: list[TokenLogprobs] | None, k: int
+    ) -> None:
+        """The prompt's tokens as vLLM echoes them: the first has no log-probability (null).
+        Offsets add up the tokens' decoded lengths from 0; special tokens (BOS) are not in the
+        echoed text, so they take no room."""
+        offset = 0
+        for token_id, entry in zip(generation.prompt_ids, [None, *(entries or [])], strict=True):
+            token = self._token(token_id)
+            out.tokens.append(token)
+            out.token_logprobs.append(entry.logprob if entry else None)
+            out.text_offset.append(offset)
+            offset += len(self.tokenizer.decode([token_id], skip_special_tokens=True))
+            if k and out.top_logprobs is not None:
+                out.top_logprobs.append(self._top_with(token, entry.logprob, entry.top) if entry else None)
+
+    def _choice(
+        self,
+        request: CompletionRequest,
+        index: int,
+        generation: Generation,
+        events: list[TokenEvent],
+        *,
+        first: bool = True,
+        offset: int | None = None,
+    ) -> CompletionChoice:
+        """Choice ``index`` from ``events`` (all of them, or a stream's next one; ``first``: the
+        first, which carries the echoed prompt; ``offset``: text before the events' text)."""
+        generated = [] if generation.prompt_only else events
+        echo = request.echo and first
         logprobs = None
         if request.logprobs is not None:
-            logprobs = CompletionLogprobs()
-            offset = len(generation.prompt)
-            for e in events:
-                logprobs.tokens.append(self._token(e.token_id))
+            k = request.logprobs
+            logprobs = CompletionLogprobs(top_logprobs=[] if k else None)
+            if echo:
+                self._prompt_logprobs(logprobs, generation, events[0].prompt_logprobs, k)
+            offset = len(generation.prompt) if offset is None else offset
+            for e in generated:
+                token = self._token(e.token_id)
+                logprobs.tokens.append(token)
                 logprobs.token_logprobs.append(e.logprob if e.logprob is not None else 0.0)
                 logprobs.text_offset.append(offset)
                 offset += len(e.text)
-            if request.logprobs:
-                logprobs.top_logprobs = [self._top(e.top_logprobs) for e in events]
-        return CompletionResponse(
-            id=generation.id,
-            created=now(),
-            model=self.served_model(request.model, last.adapter),
-            choices=[CompletionChoice(text="".join(e.text for e in events), logprobs=logprobs,
-                                      finish_reason=last.finish_reason)],
-            usage=_usage(last),
-            completion_id=self._logging_id(generation),
+                if logprobs.top_logprobs is not None:
+                    logprobs.top_logprobs.append(self._top_with(token, e.logprob, e.top_logprobs))
+        last = events[-1]
+        return CompletionChoice(
+            index=index,
+            text=(generation.prompt if echo else "") + "".join(e.text for e in generated),
+            logprobs=logprobs,
+            finish_reason=last.finish_reason,
+            completion_id=self._logging_id(generation) if last.finish_reason else None,
         )
 
-    async def completion_chunks(self, request: CompletionRequest, generation: Generation) -> AsyncIterator[dict]:
+    async def completion(self, request: CompletionRequest, completions: Completions) -> CompletionResponse:
+        generations = completions.generations
+        events: list[list[TokenEvent]] = [[] for _ in generations]
+        async with contextlib.aclosing(_merged([self._observed(g) for g in generations])) as merged:
+            async for i, event in merged:
+                events[i].append(event)
+        lasts = [e[-1] for e in events]
+        return CompletionResponse(
+            id=completions.id,
+            created=now(),
+            model=self.served_model(request.model, lasts[0].adapter),
+            choices=[self._choice(request, i, g, e) for i, (g, e) in enumerate(zip(generations, events, strict=True))],
+            usage=_usage(*lasts),
+            completion_id=self._logging_id(generations[0]),
+        )
+
+    async def completion_chunks(self, request: CompletionRequest, completions: Completions) -> AsyncIterator[dict]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         created = now()
-        async for e in self._observed(generation):
-            logprobs = None
-            if request.logprobs is not None:
-                logprobs = CompletionLogprobs(
-                    tokens=[self._token(e.token_id)],
-                    token_logprobs=[e.logprob if e.logprob is not None else 0.0],
-                    top_logprobs=[self._top(e.top_logprobs)] if request.logprobs else None,
-                )
-            chunk = CompletionResponse(
-                id=generation.id, created=created, model=self.served_model(request.model, e.adapter),
-                choices=[CompletionChoice(text=e.text, logprobs=logprobs, finish_reason=e.finish_reason)],
-                completion_id=self._logging_id(generation) if e.finish_reason else None,
-            )
-            yield chunk.model_dump()
-            if e.finish_reason is not None and include_usage:
+        generations = completions.generations
+        lasts: list[TokenEvent | None] = [None] * len(generations)
+        offsets = [len(g.prompt) for g in generations]  # where each choice's next text starts
+        model = request.model
+        async with contextlib.aclosing(_merged([self._observed(g) for g in generations])) as merged:
+            async for i, e in merged:
+                choice = self._choice(request, i, generations[i], [e], first=lasts[i] is None, offset=offsets[i])
+                offsets[i] += len(e.text)
+                lasts[i] = e
+                model = self.served_model(request.model, e.adapter)
                 yield CompletionResponse(
-                    id=generation.id, created=created, model=chunk.model, choices=[], usage=_usage(e)
+                    id=completions.id, created=created, model=model, choices=[choice],
+                    completion_id=choice.completion_id,
                 ).model_dump()
+        if include_usage and all(lasts):
+            yield CompletionResponse(
+                id=completions.id, created=created, model=model, choices=[],
+                usage=_usage(*(e for e in lasts if e is not None)),
+            ).model_dump()
 
     # --- responses: chat ---
 
@@ -333,10 +462,39 @@ class OpenAIServing:
                 ).model_dump()
 
 
-def _usage(event: TokenEvent) -> Usage:
-    assert event.usage is not None
-    return Usage(
-        prompt_tokens=event.usage.prompt_tokens,
-        completion_tokens=event.usage.completion_tokens,
-        total_tokens=event.usage.total_tokens,
+def _usage(*last: TokenEvent) -> Usage:
+    """Usage of one generation, or the sum of several, from their last events."""
+    usages = [event.usage for event in last]
+    assert all(u is not None for u in usages)
+    prompt = sum(u.prompt_tokens for u in usages if u)
+    completion = sum(u.completion_tokens for u in usages if u)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def _without_token(event: TokenEvent) -> TokenEvent:
+    """A prompt-only request's one event: its prompt log-probabilities, no generated token."""
+    assert event.usage is not None, "a prompt-only request decodes exactly one token"
+    return dataclasses.replace(
+        event, text="", logprob=None, top_logprobs=None, finish_reason="length",
+        usage=EngineUsage(event.usage.prompt_tokens, 0),
     )
+
+
+async def _merged(streams: list[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]:
+    """Items of several async iterators as they come, each with its iterator's index. Closing
+    it cancels the pending reads (a cancelled read of a TokenStream cancels its request)."""
+    pending = {asyncio.ensure_future(anext(s)): i for i, s in enumerate(streams)}
+    try:
+        while pending:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in sorted(done, key=pending.__getitem__):
+                i = pending.pop(task)
+                try:
+                    item = task.result()
+                except StopAsyncIteration:
+                    continue
+                pending[asyncio.ensure_future(anext(streams[i]))] = i
+                yield i, item
+    finally:
+        for task in pending:
+            task.cancel()
