@@ -330,8 +330,9 @@ class Scheduler:
         def sink(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor) -> None:
             for i, request in asked:
                 k = request.params.prompt_logprobs or 0
-                found = position_logprobs(logits[i, known[i]], targets[i, known[i]], k)
-                request.prompt_logprobs = (request.prompt_logprobs or []) + found
+                if request.prompt_logprobs is None:
+                    request.prompt_logprobs = []
+                request.prompt_logprobs.extend(position_logprobs(logits[i, known[i]], targets[i, known[i]], k))
 
         return sink
 
