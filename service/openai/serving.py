@@ -216,7 +216,9 @@ class OpenAIServing:
                 "prompt, or ask for at least 1 token",
                 param="max_tokens",
             )
-        self._check_length(sum(len(p) for p in prompts if isinstance(p, str)))
+        for prompt in prompts:
+            if isinstance(prompt, str):
+                self._check_length(len(prompt))
         encoded = await self._off_loop(lambda: [self._encode(p) for p in prompts])
         # Echo with logprobs: the prompt's log-probabilities too, as vLLM returns them.
         prompt_logprobs = request.logprobs if request.echo else None
