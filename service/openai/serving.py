@@ -376,9 +376,14 @@ class OpenAIServing:
     async def completion(self, request: CompletionRequest, completions: Completions) -> CompletionResponse:
         generations = completions.generations
         events: list[list[TokenEvent]] = [[] for _ in generations]
-        async with contextlib.aclosing(_merged([self._observed(g) for g in generations])) as merged:
-            async for i, event in merged:
-                events[i].append(event)
+        try:
+            async with contextlib.aclosing(_merged([self._observed(g) for g in generations])) as merged:
+                async for i, event in merged:
+                    events[i].append(event)
+        finally:
+            # Cancelled (timeout, disconnect) or failed: free every row now. A read that was
+            # cancelled before it started never reached its stream to close it.
+            await completions.aclose()
         lasts = [e[-1] for e in events]
         return CompletionResponse(
             id=completions.id,
@@ -484,7 +489,8 @@ def _without_token(event: TokenEvent) -> TokenEvent:
 
 async def _merged(streams: list[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]:
     """Items of several async iterators as they come, each with its iterator's index. Closing
-    it cancels the pending reads (a cancelled read of a TokenStream cancels its request)."""
+    it cancels the pending reads; the caller closes the iterators' sources (a read cancelled
+    before it started leaves its iterator as it was)."""
     pending = {asyncio.ensure_future(anext(s)): i for i, s in enumerate(streams)}
     try:
         while pending:
