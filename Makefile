@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint clean
+.PHONY: install serve test lint typecheck clean
 
 install: $(STAMP)
 
@@ -25,12 +25,17 @@ serve: install
 
 test: install
 	$(BIN)/lint-imports
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/pip install -q ruff
 	$(BIN)/ruff check --select F,E9,I core service training bench tests clients
 	$(BIN)/lint-imports
+	$(BIN)/python -m mypy
+
+# mypy reads its settings (strict on core/) from pyproject.toml.
+typecheck: install
+	$(BIN)/python -m mypy
 
 clean:
 	rm -rf $(VENV)

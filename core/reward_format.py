@@ -12,4 +12,5 @@ from transformers import PreTrainedTokenizerBase
 
 def reward_input_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str) -> list[int]:
     """Token ids of ``prompt + completion`` as the reward model reads them."""
-    return tokenizer(prompt + completion)["input_ids"]
+    ids: list[int] = tokenizer(prompt + completion)["input_ids"]
+    return ids

@@ -8,6 +8,7 @@ over it. Paths left unset derive from ``data_dir``.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -42,13 +43,18 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"LORALOOP_CONFIG names {path}, which is not a file")
     text = path.read_text()
+    values: object
     if path.suffix == ".toml":
-        return tomllib.loads(text)
-    if path.suffix in (".yaml", ".yml"):
-        return yaml.safe_load(text) or {}
-    if path.suffix == ".json":
-        return json.loads(text)
-    raise ValueError(f"config file {path}: use .toml, .yaml, .yml or .json")
+        values = tomllib.loads(text)
+    elif path.suffix in (".yaml", ".yml"):
+        values = yaml.safe_load(text) or {}
+    elif path.suffix == ".json":
+        values = json.loads(text)
+    else:
+        raise ValueError(f"config file {path}: use .toml, .yaml, .yml or .json")
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a mapping of setting names to values")
+    return values
 
 
 ImagePullPolicy = Literal["Always", "IfNotPresent", "Never"]
@@ -130,6 +136,25 @@ class ApiKey(BaseModel):
         return key
 
 
+class JobTrigger(BaseModel):
+    """Queue a job for a use case automatically: after ``after_feedback`` new feedback records,
+    or every ``every_seconds`` when there is new feedback. New means created since the use
+    case's last job; a use case with a queued or running job is never triggered again."""
+
+    model_config = {"extra": "forbid"}
+
+    kind: Literal["reward", "ppo", "dpo", "round"] = "round"
+    after_feedback: int | None = Field(None, ge=1)
+    every_seconds: float | None = Field(None, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict, description="Config overrides.")
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> JobTrigger:
+        if self.after_feedback is None and self.every_seconds is None:
+            raise ValueError("a job trigger needs after_feedback, every_seconds or both")
+        return self
+
+
 class Settings(BaseSettings):
     """loraloop's settings. See docs/configuration.md for every field."""
 
@@ -192,6 +217,15 @@ class Settings(BaseSettings):
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="Projections that get LoRA slots; adapters targeting others are refused.",
     )
+    kv_cache_row_tokens: int | None = Field(
+        None, ge=1, description="Tokens (prompt + generated) one KV-cache row holds; a request "
+        "needing more is refused (400). Default max_prompt_tokens + max_new_tokens, capped at "
+        "the model's context. The cache has max_batch_size rows (memory: docs/configuration.md).",
+    )
+    max_n: int = Field(
+        8, ge=1, description="Most choices (n) one completion or chat request may ask for; "
+        "each takes a KV-cache row, so it is also bounded by max_batch_size.",
+    )
     prefill_chunk_tokens: int = Field(
         256, ge=1, description="Prompt tokens (padding included) processed per engine step: "
         "bounds how long a newcomer's prefill stalls running generations.",
@@ -227,6 +261,46 @@ class Settings(BaseSettings):
         True, description="On first start with an empty registry, register a demo adapter."
     )
 
+    # --- web pages (/ui, /ui/label) ---
+    ui_session_secret: SecretStr | None = Field(
+        None, description="Signs the pages' sign-in cookies; set the same value on every replica. "
+        "Default: random per process (a restart signs everyone out).",
+    )
+    ui_session_hours: float = Field(12.0, gt=0, description="How long a page sign-in lasts.")
+
+    # --- jobs ---
+    job_runner: Literal["local", "kubernetes", "kubernetes-jobset"] = Field(
+        "local", description="Where jobs run: child processes of a local worker, or Kubernetes."
+    )
+    start_worker: bool = Field(
+        True, description="python -m service starts and supervises the local worker."
+    )
+    worker_poll_seconds: float = Field(2.0, gt=0, description="How often the worker looks for work.")
+    worker_concurrency: int = Field(1, ge=1, description="Jobs a worker runs at once.")
+    job_heartbeat_seconds: float = Field(5.0, gt=0, description="How often a running job checks in.")
+    job_heartbeat_timeout_seconds: float = Field(
+        60.0, gt=0, description="A running job silent this long is re-queued or failed."
+    )
+    job_cancel_grace_seconds: float = Field(
+        10.0, ge=0, description="After SIGTERM, how long a cancelled job may take before SIGKILL."
+    )
+    job_max_attempts: int = Field(
+        1, ge=1, description="Attempts of a job whose process died (default for new jobs)."
+    )
+    job_triggers: dict[str, JobTrigger] = Field(
+        default_factory=dict,
+        description='Per use case: {"NAME": {"kind": "round", "after_feedback": 200}}. Off by default.',
+    )
+
+    @model_validator(mode="after")
+    def _check_jobs(self) -> Settings:
+        if self.job_heartbeat_timeout_seconds <= 2 * self.job_heartbeat_seconds:
+            raise ValueError(
+                "job_heartbeat_timeout_seconds must exceed twice job_heartbeat_seconds, or a "
+                "slow heartbeat would re-queue a healthy job"
+            )
+        return self
+
     # --- Kubernetes job runners (LORALOOP_KUBERNETES__<FIELD>) ---
     kubernetes: KubernetesRunnerSettings = Field(default_factory=KubernetesRunnerSettings)
 
@@ -250,7 +324,39 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        import os  # the one place that reads the environment directly
-
         config_file = _ConfigFileSource(settings_cls, os.environ.get("LORALOOP_CONFIG"))
         return (init_settings, env_settings, config_file)
+
+
+def settings_file_values(settings: Settings) -> dict[str, Any]:
+    """Every setting as plain JSON, secrets included: what a child process (the job worker,
+    a job) needs to see the same configuration through LORALOOP_CONFIG."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, BaseModel):
+            return {k: plain(v) for k, v in value}
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    return {name: plain(getattr(settings, name)) for name in type(settings).model_fields}
+
+
+def child_environment(settings: Settings, folder: Path, environ: dict[str, str]) -> dict[str, str]:
+    """The environment of a child process (job worker, job) that must see ``settings``: they
+    are written to ``folder/settings.json`` (owner-only: it holds secrets) and named by
+    LORALOOP_CONFIG; other LORALOOP_ variables are left out, so settings given in code win."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "settings.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(settings_file_values(settings), f)
+    env = {k: v for k, v in environ.items() if not k.startswith("LORALOOP_")}
+    env.update(LORALOOP_CONFIG=str(path), PYTHONUNBUFFERED="1")
+    return env

@@ -22,11 +22,19 @@ from service.errors import install_error_handlers
 from service.feedback.api_router import router as feedback_router
 from service.feedback.serving import FeedbackService, import_limits
 from service.health import router as health_router
+from service.jobs.api_router import router as jobs_router
+from service.jobs.serving import JobService
+from service.labeling.api_router import router as labeling_router
+from service.labeling.serving import LabelingService
 from service.metrics import ServiceMetrics
 from service.openai.api_router import router as openai_router
 from service.openai.serving import OpenAIServing
 from service.rewards.api_router import router as rewards_router
 from service.state import ServiceState
+from service.ui import pages
+from service.ui.serving import DashboardService
+from service.ui.sessions import Sessions
+from service.worker_process import WorkerSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,12 @@ def build_state(settings: Settings) -> ServiceState:
         if settings.log_completions else None
     )
     engine = Engine(settings, registry, base_info=base_info, events=metrics)
+    openai = OpenAIServing(
+        engine, metrics, completion_sink=completion_log.submit if completion_log else None
+    )
+    adapters = AdapterService(settings, registry, engine)
+    sessions = Sessions(settings)
+    labeling = LabelingService(store, registry, openai, completion_log, sessions)
     return ServiceState(
         settings=settings,
         base_info=base_info,
@@ -52,13 +66,19 @@ def build_state(settings: Settings) -> ServiceState:
         authenticator=Authenticator(
             settings.api_keys, allow_open_access=settings.allow_open_access
         ),
-        openai=OpenAIServing(
-            engine, metrics, completion_sink=completion_log.submit if completion_log else None
-        ),
-        adapters=AdapterService(settings, registry, engine),
+        openai=openai,
+        adapters=adapters,
         store=store,
         completion_log=completion_log,
         feedback=FeedbackService(store, completion_log, import_limits(settings)),
+        jobs=JobService(settings, store),
+        worker=(
+            WorkerSupervisor(settings)
+            if settings.job_runner == "local" and settings.start_worker else None
+        ),
+        sessions=sessions,
+        labeling=labeling,
+        dashboard=DashboardService(store, adapters, labeling),
     )
 
 
@@ -69,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.services = build_state(settings)
         app.state.authenticator = app.state.services.authenticator
+        if app.state.services.worker is not None:
+            app.state.services.worker.start()
         try:
             yield
         finally:
@@ -81,6 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (health_router, openai_router, adapters_router, rewards_router, feedback_router):
+    for router in (
+        health_router, openai_router, adapters_router, rewards_router, feedback_router,
+        jobs_router, labeling_router,
+    ):
         app.include_router(router)
+    pages.install(app)
     return app

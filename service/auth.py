@@ -32,8 +32,9 @@ class Authenticator:
     def open(self) -> bool:
         return not self._keys
 
-    def caller(self, authorization: str | None, scope: Scope, client_host: str | None) -> str:
-        """The name of the key allowed to use ``scope``; HTTPException 401/403 otherwise.
+    def caller(self, authorization: str | None, scope: Scope | None, client_host: str | None) -> str:
+        """The name of the key allowed to use ``scope`` (None: any valid key); HTTPException
+        401/403 otherwise.
         ``client_host`` is the peer's address: an open API answers only loopback peers."""
         if self.open:
             if not self._allow_open_access and not is_loopback(client_host or ""):
@@ -56,12 +57,25 @@ class Authenticator:
                 match = key
         if match is None:
             raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
-        if scope not in match.scopes and "admin" not in match.scopes:
-            raise HTTPException(403, f"API key {match.name!r} lacks the '{scope}' scope")
-        return match.name
+        return self._allowed(match, scope)
+
+    def named(self, name: str, scope: Scope) -> str:
+        """``name`` if a key of that name still exists and may use ``scope`` (a signed-in page
+        session names its key; removing the key ends the session); HTTPException otherwise."""
+        for _, key in self._keys:
+            if key.name == name:
+                return self._allowed(key, scope)
+        raise HTTPException(401, "the API key of this session no longer exists: sign in again")
+
+    @staticmethod
+    def _allowed(key: ApiKey, scope: Scope | None) -> str:
+        """``scope`` None: any valid key will do (reading jobs)."""
+        if scope is not None and scope not in key.scopes and "admin" not in key.scopes:
+            raise HTTPException(403, f"API key {key.name!r} lacks the '{scope}' scope")
+        return key.name
 
 
-def require(scope: Scope):
+def require(scope: Scope | None):
     """A dependency that authenticates the request for ``scope`` and yields the caller's name."""
 
     def dependency(request: Request) -> str:
@@ -75,6 +89,7 @@ def require(scope: Scope):
 InferCaller = Annotated[str, require("infer")]
 FeedbackCaller = Annotated[str, require("feedback")]
 AdminCaller = Annotated[str, require("admin")]
+AnyCaller = Annotated[str, require(None)]  # any valid key, whatever its scopes
 
 
 def is_loopback(host: str) -> bool:

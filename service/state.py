@@ -19,7 +19,12 @@ if TYPE_CHECKING:
     from service.adapters.serving import AdapterService
     from service.completion_log import CompletionLogWriter
     from service.feedback.serving import FeedbackService
+    from service.jobs.serving import JobService
+    from service.labeling.serving import LabelingService
     from service.openai.serving import OpenAIServing
+    from service.ui.serving import DashboardService
+    from service.ui.sessions import Sessions
+    from service.worker_process import WorkerSupervisor
 
 
 @dataclass
@@ -35,9 +40,17 @@ class ServiceState:
     store: Store
     completion_log: CompletionLogWriter | None
     feedback: FeedbackService
+    jobs: JobService
+    sessions: Sessions
+    labeling: LabelingService
+    dashboard: DashboardService
+    worker: WorkerSupervisor | None = None
 
     def close(self) -> None:
-        """Stop in reverse dependency order: no new generations, flush the log, close the store."""
+        """Stop in reverse dependency order: the job worker, no new generations, flush the log,
+        close the store."""
+        if self.worker is not None:
+            self.worker.stop()
         self.adapters.close()
         self.engine.close()
         if self.completion_log is not None:

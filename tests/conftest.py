@@ -40,6 +40,7 @@ def settings(tmp_path: Path, tiny_llama_dir: Path) -> Settings:
         device="cpu",
         dtype="float32",
         alias_poll_seconds=0,
+        start_worker=False,  # an app built on these settings runs no job worker
     )
 
 

@@ -7,6 +7,8 @@
     python -m training register PATH --adapter NAME [--kind reward]
     python -m training registry list
     python -m training demo-data DIR / demo-base DIR
+    python -m training run-job ID      (run one queued job; what a job runner starts)
+    python -m training worker          (launch queued jobs; what python -m service starts)
 
 ``--data`` / ``--prompts`` take a JSONL file, ``snapshot:ID`` or ``feedback:USE_CASE`` (a new
 snapshot of the store's feedback for that use case).
@@ -87,6 +89,34 @@ def demo_base_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_job_parsers(commands: argparse._SubParsersAction) -> None:
+    """``run-job`` and ``worker`` (training/jobs)."""
+    run = commands.add_parser("run-job", help="run one queued job in this process (docs/jobs.md)")
+    run.add_argument("job_id", metavar="ID")
+    run.set_defaults(run=run_job_command)
+    worker = commands.add_parser("worker", help="launch queued jobs until stopped (docs/jobs.md)")
+    worker.add_argument("--once", action="store_true", help="one pass, then exit")
+    worker.add_argument(
+        "--parent", type=int, metavar="PID",
+        help="stop (as on SIGTERM) once process PID is gone: the server that supervises it",
+    )
+    worker.set_defaults(run=worker_command)
+
+
+def run_job_command(args: argparse.Namespace) -> int:
+    from core.settings import Settings
+    from training.jobs.run_job import run_job
+
+    return run_job(args.job_id, Settings())
+
+
+def worker_command(args: argparse.Namespace) -> int:
+    from core.settings import Settings
+    from training.jobs.worker import run_worker
+
+    return run_worker(Settings(), once=args.once, parent=args.parent)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training", description=__doc__.split("\n\n")[0]
@@ -121,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--steps", type=int, default=120)
     base.add_argument("--seed", type=int, default=0)
     base.set_defaults(run=demo_base_command)
+    add_job_parsers(commands)
     return parser
 
 

@@ -10,12 +10,13 @@ model. log p(y|x) sums the completion's token log-probabilities (EOS included).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from core.settings import Settings
 from training.batching import EncodedPair, encode_pairs, encode_prompts, pair_batch
 from training.config import DPOConfig
 from training.data import load_preferences, split_holdout
@@ -35,6 +36,9 @@ from training.run import (
     start_run,
 )
 from training.shared_base import POLICY, SharedBase, load_shared_base, sequence_logprobs
+
+if TYPE_CHECKING:  # core.registry imports boto3: loaded on first use only, not at import
+    from core.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +110,8 @@ def fit(ctx: RunContext, shared: SharedBase, train: list[EncodedPair], progress:
 def main(
     config: DPOConfig,
     *,
-    settings: Any = None,
-    registry: Any = None,
+    settings: Settings | None = None,
+    registry: Registry | None = None,
     on_metrics: MetricsSink | None = None,
 ) -> RunResult | None:
     """Train, evaluate and register a policy adapter with DPO; None on ranks other than 0."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from core.errors import InvalidAdapter
 from training.batching import Prompt
@@ -21,14 +22,17 @@ from training.evaluate import policy_metrics
 from training.run import RunContext, find_parent, lora_spec, resolve_adapter
 from training.shared_base import PARENT, POLICY, REWARD, SharedBase, lora_config
 
+if TYPE_CHECKING:  # core.registry imports boto3: loaded on first use only, not at import
+    from core.registry import Manifest
+
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class PolicySetup:
-    parent: Any | None = None  # Manifest of the previous version
+    parent: Manifest | None = None  # the previous version
     parent_loaded: bool = False
-    reward: Any | None = None  # Manifest of the reward adapter (None for a local folder)
+    reward: Manifest | None = None  # the reward adapter (None for a local folder)
     reward_loaded: bool = False
     lineage: dict[str, Any] = field(default_factory=dict)
 
@@ -70,7 +74,7 @@ def prepare_policy(ctx: RunContext, shared: SharedBase, config: PolicyConfig) ->
     return setup
 
 
-def _ref(manifest: Any | None, folder: Any) -> str:
+def _ref(manifest: Manifest | None, folder: Path) -> str:
     return manifest.ref if manifest is not None else str(folder)
 
 

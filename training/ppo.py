@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+from core.settings import Settings
 from training.batching import Prompt, encode_prompts
 from training.config import PPOConfig
 from training.data import load_prompts, split_holdout
@@ -52,6 +53,9 @@ from training.run import (
     start_run,
 )
 from training.shared_base import POLICY, REWARD, SharedBase, load_shared_base
+
+if TYPE_CHECKING:  # core.registry imports boto3: loaded on first use only, not at import
+    from core.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +190,7 @@ def fit(ctx: RunContext, shared: SharedBase, prompts: list[Prompt], progress: Pr
         }
         logged.update({k: world.mean(v) for k, v in stats.items()})
         kl_ctl.update(logged["kl"], config.batch_size)
-        progress.log(step, **logged)
+        progress.log(step, "train", **logged)
         progress.advance()
     shared.eval()
     check_in_sync(params, world)
@@ -195,8 +199,8 @@ def fit(ctx: RunContext, shared: SharedBase, prompts: list[Prompt], progress: Pr
 def main(
     config: PPOConfig,
     *,
-    settings: Any = None,
-    registry: Any = None,
+    settings: Settings | None = None,
+    registry: Registry | None = None,
     on_metrics: MetricsSink | None = None,
 ) -> RunResult | None:
     """Train, evaluate and register a policy adapter with PPO; None on ranks other than 0."""

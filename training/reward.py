@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from core.settings import Settings
 from training.batching import EncodedPair, encode_reward_pairs, pair_batch
 from training.config import RewardConfig
 from training.data import load_preferences, split_holdout
@@ -35,6 +36,9 @@ from training.run import (
     start_run,
 )
 from training.shared_base import REWARD, SharedBase, load_shared_base, lora_config
+
+if TYPE_CHECKING:  # core.registry imports boto3: loaded on first use only, not at import
+    from core.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +113,8 @@ def fit(
 def main(
     config: RewardConfig,
     *,
-    settings: Any = None,
-    registry: Any = None,
+    settings: Settings | None = None,
+    registry: Registry | None = None,
     on_metrics: MetricsSink | None = None,
 ) -> RunResult | None:
     """Train, evaluate and register a reward adapter; None on processes other than rank 0."""

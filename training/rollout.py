@@ -168,7 +168,7 @@ def score(
 
 
 def decode_responses(shared: SharedBase, rollout: Rollout) -> list[str]:
-    return [
-        shared.tokenizer.decode(row[mask.bool()], skip_special_tokens=True)
-        for row, mask in zip(rollout.response, rollout.response_mask)
-    ]
+    return shared.tokenizer.batch_decode(
+        [row[mask.bool()] for row, mask in zip(rollout.response, rollout.response_mask)],
+        skip_special_tokens=True,
+    )

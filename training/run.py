@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,6 +31,9 @@ from training.gates import Promotion, promote
 from training.progress import MetricsSink, Progress
 from training.shared_base import LoraSpec, SharedBase
 
+if TYPE_CHECKING:  # core.registry imports boto3: loaded on first use only, not at import
+    from core.registry import Manifest, Registry
+
 log = logging.getLogger(__name__)
 
 
@@ -41,14 +44,14 @@ class RunContext:
     world: World
     device: torch.device
     base_info: BaseModelInfo
-    given_registry: Any | None = None
+    given_registry: Registry | None = None
     sink: MetricsSink | None = None
     # Registry folders this run reads: held (never evicted from the cache) until close_run.
     held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @property
-    def registry(self) -> Any:
-        """core.registry.Registry, opened on first use (a run on local folders needs none)."""
+    def registry(self) -> Registry:
+        """The registry, opened on first use (a run on local folders needs none)."""
         if self.given_registry is None:
             from core.registry import open_registry
 
@@ -72,7 +75,7 @@ class RunResult:
 
     metrics: dict[str, Any]
     lineage: dict[str, Any]
-    manifest: Any | None = None  # core.registry.Manifest
+    manifest: Manifest | None = None
     promotion: Promotion | None = None
     folder: Path | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -112,7 +115,7 @@ def lora_spec(config: TrainConfig) -> LoraSpec:
 def start_run(
     config: TrainConfig,
     settings: Settings | None = None,
-    registry: Any | None = None,
+    registry: Registry | None = None,
     sink: MetricsSink | None = None,
 ) -> RunContext:
     settings = settings or Settings()
@@ -132,12 +135,14 @@ def frozen_source(ctx: RunContext, source: str) -> str:
     taken by the main process."""
     from training.data import freeze_source
 
-    return ctx.world.broadcast_object(
+    frozen = ctx.world.broadcast_object(
         freeze_source(source, ctx.settings) if ctx.world.is_main else None
     )
+    assert frozen is not None  # the main process's value, on every process
+    return frozen
 
 
-def resolve_adapter(ctx: RunContext, ref: str) -> tuple[Path, Any | None]:
+def resolve_adapter(ctx: RunContext, ref: str) -> tuple[Path, Manifest | None]:
     """A local PEFT folder for ``ref``: a folder path as is, else a registry reference
     fetched (and sha256-verified) into the local cache, held there until close_run.
     Returns (folder, manifest or None)."""
@@ -151,7 +156,7 @@ def resolve_adapter(ctx: RunContext, ref: str) -> tuple[Path, Any | None]:
     return folder, manifest
 
 
-def find_parent(ctx: RunContext, ref: str) -> tuple[Path, Any | None] | None:
+def find_parent(ctx: RunContext, ref: str) -> tuple[Path, Manifest | None] | None:
     """The previous version to compare with, or None when the adapter has none yet."""
     try:
         return resolve_adapter(ctx, ref)

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from core.errors import InvalidAdapter
+from core.settings import Settings
 from training.ppo_math import logprobs_from_logits
 
 AdapterKind = Literal["policy", "reward"]
@@ -58,7 +59,8 @@ def lora_config(kind: AdapterKind, spec: LoraSpec, base_model_id: str | None = N
     return LoraConfig(
         task_type="CAUSAL_LM" if kind == "policy" else "SEQ_CLS",
         r=spec.r,
-        lora_alpha=spec.alpha,
+        # peft annotates lora_alpha as int, but scales by alpha / r: a float works as well.
+        lora_alpha=spec.alpha,  # type: ignore[arg-type]
         lora_dropout=spec.dropout,
         target_modules=list(spec.target_modules),
         modules_to_save=["score"] if kind == "reward" else None,
@@ -92,6 +94,8 @@ class SharedBase(nn.Module):
     ``forward`` runs the active adapter; use ``with shared.adapter(name)`` to pick one and
     ``with shared.adapter(None)`` for the bare base (the PPO/DPO reference).
     """
+
+    base: PreTrainedModel  # set with object.__setattr__, so nn.Module does not register it
 
     def __init__(self, base: PreTrainedModel, tokenizer: PreTrainedTokenizerBase):
         super().__init__()
@@ -209,7 +213,7 @@ class SharedBase(nn.Module):
 
     def hidden_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Final-norm hidden states of the active adapter. [B, T] -> [B, T, H]."""
-        out = self.base.model(
+        out = self.base.get_submodule("model")(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids_from_mask(attention_mask),
@@ -226,14 +230,14 @@ class SharedBase(nn.Module):
         hidden = self.hidden_states(input_ids, attention_mask)
         out: dict[str, Tensor] = {}
         if "logits" in heads:
-            out["logits"] = self.base.lm_head(hidden)
+            out["logits"] = self.base.get_submodule("lm_head")(hidden)
         if "values" in heads:
             assert self.value_head is not None, "add_value_head() first"
             out["values"] = self.value_head(hidden.float()).squeeze(-1)
         if "scores" in heads:
             rows = torch.arange(len(input_ids), device=input_ids.device)
             last = hidden[rows, last_token_index(attention_mask)]  # [B, H]
-            out["scores"] = self.base.score(last).squeeze(-1).float()
+            out["scores"] = self.base.get_submodule("score")(last).squeeze(-1).float()
         return out
 
     def scores(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -256,7 +260,7 @@ def sequence_logprobs(
     return (logp * target_mask[:, 1:]).sum(-1)
 
 
-def load_shared_base(settings, tokenizer: PreTrainedTokenizerBase | None = None) -> SharedBase:
+def load_shared_base(settings: Settings, tokenizer: PreTrainedTokenizerBase | None = None) -> SharedBase:
     """The configured base model (core.base) wrapped for adapters."""
     from core.base.checkpoint import load_base_model, load_tokenizer
 

@@ -11,7 +11,7 @@ from transformers import (
 )
 
 from core.base.folders import base_model_path
-from core.settings import Settings
+from core.settings import Dtype, Settings
 
 
 def resolve_device(device: str) -> torch.device:
@@ -20,10 +20,13 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: Dtype, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, dtype)
+    return _DTYPES[dtype]
 
 
 def load_tokenizer(settings: Settings) -> PreTrainedTokenizerBase:
@@ -41,5 +44,6 @@ def load_base_model(settings: Settings) -> PreTrainedModel:
     model = AutoModelForCausalLM.from_pretrained(
         base_model_path(settings), dtype=dtype, use_safetensors=True
     )
-    model.to(device).eval().requires_grad_(False)
+    # transformers types its `to` through functools.wraps(nn.Module.to), which loses the bound self.
+    model.to(device).eval().requires_grad_(False)  # type: ignore[arg-type]
     return model

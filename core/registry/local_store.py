@@ -26,7 +26,7 @@ def _etag(data: bytes) -> str:
 
 
 class LocalObjectStore(ObjectStore):
-    def __init__(self, root: Path):
+    def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.location = str(self.root)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TypedDict, Unpack
 from urllib.parse import urlparse
 
 import boto3
@@ -25,6 +26,13 @@ log = logging.getLogger(__name__)
 
 _PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+
+
+class _Condition(TypedDict, total=False):
+    """The precondition of a write: ``IfNoneMatch="*"`` (absent) or ``IfMatch=<etag>``."""
+
+    IfNoneMatch: str
+    IfMatch: str
 
 
 def _code(error: ClientError) -> str:
@@ -81,7 +89,7 @@ class S3ObjectStore(ObjectStore):
         except BotoCoreError as e:
             raise self._unavailable(e) from e
 
-    def _conditional_put(self, key: str, data: bytes, **condition: str) -> None:
+    def _conditional_put(self, key: str, data: bytes, **condition: Unpack[_Condition]) -> None:
         try:
             self._client.put_object(
                 Bucket=self.bucket,

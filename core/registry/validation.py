@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from safetensors import safe_open
 
@@ -63,7 +64,7 @@ def _refuse(folder: Path, reason: str) -> InvalidAdapter:
     return InvalidAdapter(f"adapter folder {folder.name!r}: {reason}")
 
 
-def read_adapter_config(folder: Path) -> dict:
+def read_adapter_config(folder: Path) -> dict[str, Any]:
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise _refuse(folder, f"no {CONFIG_FILE}; save it with peft's save_pretrained")
@@ -76,7 +77,7 @@ def read_adapter_config(folder: Path) -> dict:
     return config
 
 
-def _check_config(folder: Path, config: dict) -> tuple[int, float]:
+def _check_config(folder: Path, config: dict[str, Any]) -> tuple[int, float]:
     if config.get("peft_type") != "LORA":
         raise _refuse(folder, f"peft_type is {config.get('peft_type')!r}; only LORA is served")
     for field, what in _UNSUPPORTED.items():

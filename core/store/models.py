@@ -175,6 +175,8 @@ class JobRow(Base):
     state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"))
     params: Mapped[dict[str, Any]]
     progress: Mapped[float] = mapped_column(Float)
+    step: Mapped[int | None]  # training steps done of total_steps (None: not started)
+    total_steps: Mapped[int | None]
     result: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int]
@@ -185,8 +187,14 @@ class JobRow(Base):
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # POST /v1/jobs with an Idempotency-Key: a retry with the same body gets the same job
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
 
-    __table_args__ = (Index(None, "state", "created_at"),)  # claim: oldest queued first
+    __table_args__ = (
+        Index(None, "state", "created_at"),  # claim: oldest queued first
+        Index(None, "idempotency_key", unique=True),
+    )
 
 
 class JobMetricRow(Base):
@@ -211,3 +219,57 @@ class JobLogRow(Base):
     line: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (Index(None, "job_id", "id"),)
+
+
+class LabelingQueueRow(Base):
+    """A use case's queue of pairs for people to compare, with its guidelines and overlap."""
+
+    __tablename__ = "labeling_queues"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    use_case: Mapped[str] = mapped_column(String(NAME_LENGTH), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    guidelines: Mapped[str] = mapped_column(Text)
+    overlap: Mapped[int]  # labelers wanted per pair
+    created_by: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime]
+
+
+class LabelingPairRow(Base):
+    """Two logged completions of one prompt, waiting in a queue (canonical order 0, 1)."""
+
+    __tablename__ = "labeling_pairs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    queue_id: Mapped[str] = mapped_column(ForeignKey("labeling_queues.id", ondelete="CASCADE"))
+    completion_id_0: Mapped[str] = mapped_column(ForeignKey("completions.id"))
+    completion_id_1: Mapped[str] = mapped_column(ForeignKey("completions.id"))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("queue_id", "completion_id_0", "completion_id_1"),
+        Index(None, "queue_id", "id"),
+    )
+
+
+class LabelingVoteRow(Base):
+    """A labeler's raw vote on a pair (or a skip), beside the feedback record it produced."""
+
+    __tablename__ = "labeling_votes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    pair_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("labeling_pairs.id", ondelete="CASCADE")
+    )
+    labeler: Mapped[str] = mapped_column(String(256))
+    verdict: Mapped[str] = mapped_column(String(16))  # canonical: 0, 1, tie, both_bad, skip
+    swapped: Mapped[bool] = mapped_column(Boolean)  # completion 1 was shown on the left (A)
+    time_ms: Mapped[int | None]
+    rationale: Mapped[str | None] = mapped_column(Text)
+    feedback_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("feedback.id"))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        CheckConstraint("verdict IN ('0', '1', 'tie', 'both_bad', 'skip')", name="verdict"),
+        UniqueConstraint("pair_id", "labeler"),  # one vote per labeler and pair: idempotent
+    )

@@ -29,7 +29,7 @@ class JobKind(StrEnum):
     REWARD = "reward"
     PPO = "ppo"
     DPO = "dpo"
-    PIPELINE = "pipeline"
+    ROUND = "round"  # snapshot, reward model, PPO or DPO, gates, promote: one RLHF round
 
 
 class JobState(StrEnum):
@@ -92,8 +92,8 @@ class FeedbackCreate:
     use_case: str
     choice: Choice
     prompt: str | None = None
-    candidates: tuple[str, str] | list[str] | None = None
-    completion_ids: tuple[str, str] | list[str] | None = None
+    candidates: tuple[str, ...] | list[str] | None = None  # two; the store checks
+    completion_ids: tuple[str, ...] | list[str] | None = None
     labeler: str | None = None
     source: FeedbackSource | str = FeedbackSource.HUMAN
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -246,3 +246,74 @@ class LogLine:
     seq: int  # increasing; pass the last seen seq as ``after`` to tail a log
     time: datetime
     line: str
+
+
+Verdict = Literal["0", "1", "tie", "both_bad", "skip"]
+"""A labeler's canonical verdict on a pair: completion 0 or 1 better, tie, both bad, or skip."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabelingQueue:
+    """Pairs of one use case for people to compare; each pair wants ``overlap`` labelers."""
+
+    id: str
+    use_case: str
+    name: str
+    guidelines: str
+    overlap: int
+    created_by: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LabelingPair:
+    """Two logged completions of one prompt, in canonical order (0, 1)."""
+
+    id: int
+    queue_id: str
+    prompt: str
+    completions: tuple[Completion, Completion]
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """A labeler's raw vote: the canonical verdict, whether completion 1 was shown first (as
+    "A"), the time taken and the rationale; ``feedback_id`` is the record it added (not skips)."""
+
+    id: int
+    pair_id: int
+    labeler: str
+    verdict: Verdict
+    swapped: bool
+    time_ms: int | None
+    rationale: str | None
+    feedback_id: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class QueueProgress:
+    """A queue's size: pairs, votes (skips excluded), and pairs that have ``overlap`` votes."""
+
+    pairs: int
+    votes: int
+    complete: int
+
+
+@dataclass(frozen=True, slots=True)
+class LabelerProgress:
+    """Where one labeler stands in a queue: ``done`` pairs voted or skipped, ``remaining`` open."""
+
+    done: int
+    remaining: int
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """Two labelers on the pairs both voted on: percent agreement and Cohen's kappa."""
+
+    labeler_a: str
+    labeler_b: str
+    pairs: int
+    percent: float
+    kappa: float | None  # None when chance agreement is 1 (both always gave the same verdict)

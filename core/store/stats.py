@@ -6,6 +6,10 @@ candidates that are logged completions (feedback given as ``completion_ids``).
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
@@ -24,6 +28,8 @@ from core.store.records import (
     WinRate,
 )
 from core.store.validation import check_use_case
+
+Z_95 = 1.959964  # two-sided 95% normal quantile
 
 
 def _count_if(condition: ColumnElement[bool]) -> Any:
@@ -94,9 +100,11 @@ class Stats:
         return FeedbackStats(use_cases=use_cases, versions=versions)
 
     def win_rate(
-        self, a: AdapterVersion, b: AdapterVersion, use_case: str | None = None
+        self, a: AdapterVersion, b: AdapterVersion, use_case: str | None = None,
+        source: FeedbackSource | None = None,
     ) -> WinRate:
-        """How ``a``'s completions fared against ``b``'s where feedback compared the two."""
+        """How ``a``'s completions fared against ``b``'s where feedback compared the two
+        (only feedback from ``source``, human or model, when given)."""
         if a == b:
             raise InvalidRequest(f"compare two different versions, got {a} twice", param="b")
         if use_case is not None:
@@ -119,6 +127,8 @@ class Stats:
         )
         if use_case is not None:
             statement = statement.where(f.use_case == use_case)
+        if source is not None:
+            statement = statement.where(f.source == source)
         with self._db.read() as session:
             r = session.execute(statement).one()
         total, wins, losses, ties = int(r.total), int(r.wins), int(r.losses), int(r.ties)
@@ -147,3 +157,74 @@ def _per_version_side(side: int, use_case: str | None) -> Select[Any]:
     if use_case is not None:
         statement = statement.where(f.use_case == use_case)
     return statement
+
+
+def wilson_interval(successes: float, n: int, z: float = Z_95) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion (95% by default); None when ``n`` is 0.
+
+    Unlike the normal approximation it stays inside [0, 1] and is sensible for few votes,
+    which is when a promotion decision most needs it. A tie counts as half a win.
+    """
+    if n <= 0:
+        return None
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float | None:
+    """Cohen's kappa of two raters' labels on the same items: (p_o - p_e) / (1 - p_e).
+
+    None when chance agreement p_e is 1 (both raters used one and the same label throughout),
+    where kappa is undefined.
+    """
+    assert len(a) == len(b) and a, "kappa needs two equally long, non-empty label lists"
+    n = len(a)
+    observed = sum(x == y for x, y in zip(a, b, strict=True)) / n
+    count_a, count_b = Counter(a), Counter(b)
+    expected = sum(count_a[k] * count_b[k] for k in count_a) / (n * n)
+    if expected >= 1.0:
+        return None
+    return (observed - expected) / (1 - expected)
+
+
+# Defaults of the online promotion gate when a run's config does not set it.
+DEFAULT_MIN_HUMAN_VOTES = 20
+DEFAULT_MIN_HUMAN_WIN_LOWER_BOUND = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class HumanWinVerdict:
+    """Whether people prefer ``rate.a`` (candidate) over ``rate.b`` (production) enough to
+    promote it: at least ``min_votes`` votes, and the Wilson 95% lower bound of the win rate
+    strictly above ``min_lower_bound``. ``reason`` says why, in words for the dashboard."""
+
+    rate: WinRate
+    interval: tuple[float, float] | None
+    min_votes: int
+    min_lower_bound: float
+    passed: bool
+    reason: str
+
+
+def human_win_verdict(
+    rate: WinRate,
+    min_votes: int = DEFAULT_MIN_HUMAN_VOTES,
+    min_lower_bound: float = DEFAULT_MIN_HUMAN_WIN_LOWER_BOUND,
+) -> HumanWinVerdict:
+    """The online comparison's gate on human votes of ``rate.a`` against ``rate.b``."""
+    interval = wilson_interval(rate.wins + rate.ties / 2, rate.total)
+    if interval is None or rate.total < min_votes:
+        passed = False
+        reason = f"{rate.total} of the {max(min_votes, 1)} votes needed so far"
+    else:
+        low = interval[0]
+        passed = low > min_lower_bound
+        relation = "above" if passed else "not above"
+        reason = (
+            f"{rate.a} wins {rate.win_rate:.1%} of {rate.total} votes against {rate.b}; the 95% "
+            f"lower bound {low:.3f} is {relation} {min_lower_bound}"
+        )
+    return HumanWinVerdict(rate, interval, min_votes, min_lower_bound, passed, reason)

@@ -18,7 +18,9 @@ from core.settings import Settings
 from core.store.completions import Completions
 from core.store.db import Database, open_database
 from core.store.feedback import FeedbackLog
+from core.store.job_queries import JobQueries
 from core.store.jobs import Jobs
+from core.store.labeling import Labeling
 from core.store.migrate import upgrade
 from core.store.snapshots import Snapshots
 from core.store.stats import Stats
@@ -34,6 +36,8 @@ class Store:
         self.snapshots = Snapshots(database)
         self.stats = Stats(database)
         self.jobs = Jobs(database)
+        self.job_queries = JobQueries(database)
+        self.labeling = Labeling(database)
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True, **engine_kwargs: Any) -> Store:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -97,7 +98,7 @@ class AdapterService:
     # --- writes ---
 
     def publish(
-        self, name: str, kind: AdapterKind, uploads: list[Upload], aliases: list[str], created_by: str
+        self, name: str, kind: AdapterKind, uploads: Sequence[Upload], aliases: Sequence[str], created_by: str
     ) -> Manifest:
         validate_name(name)
         for alias in aliases:

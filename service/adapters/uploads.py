@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import tarfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Protocol
+from typing import IO, BinaryIO, Protocol
 
 from core.errors import InvalidAdapter, InvalidRequest
 from core.registry.validation import ADAPTER_FILES, PICKLE_SUFFIXES
@@ -24,7 +25,7 @@ class Upload(Protocol):
     file: BinaryIO
 
 
-def _copy_capped(source: BinaryIO, dest: Path, budget: list[int]) -> None:
+def _copy_capped(source: IO[bytes], dest: Path, budget: list[int]) -> None:
     """Copy while subtracting from ``budget[0]``; InvalidRequest once it runs out."""
     with open(dest, "wb") as out:
         while chunk := source.read(_CHUNK):
@@ -53,17 +54,17 @@ def _extract(archive: Path, folder: Path, budget: list[int]) -> None:
         return
     try:
         with tarfile.open(archive) as tf:
-            for member in tf:
-                name = _member_name(member.name) if member.isfile() else None
+            for entry in tf:
+                name = _member_name(entry.name) if entry.isfile() else None
                 if name:
-                    extracted = tf.extractfile(member)
+                    extracted = tf.extractfile(entry)
                     assert extracted is not None
                     _copy_capped(extracted, folder / name, budget)
     except tarfile.TarError as e:
         raise InvalidRequest(f"the archive cannot be read: {e}", param="files") from None
 
 
-def write_upload(uploads: list[Upload], folder: Path, max_bytes: int) -> Path:
+def write_upload(uploads: Sequence[Upload], folder: Path, max_bytes: int) -> Path:
     """Write the adapter files of ``uploads`` into ``folder`` (which must exist and be empty)."""
     if not uploads:
         raise InvalidRequest(

@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal, NamedTuple, Protocol
 
 from core.base.info import BaseModelInfo
@@ -49,11 +50,18 @@ class AdapterKey(NamedTuple):
 
 
 class ManifestLike(Protocol):
-    adapter: str
-    version: int
-    kind: str
-    base_fingerprint: str
-    rank: int
+    """What check_manifest reads of a manifest (read-only: Manifest is frozen)."""
+
+    @property
+    def adapter(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def base_fingerprint(self) -> str: ...
+    @property
+    def rank(self) -> int: ...
 
 
 @dataclass
@@ -181,7 +189,7 @@ class AdapterManager:
                 # Failed under the lock: waiters' callbacks only wake loops, never re-enter.
                 _fail(self._settle_failed(entry, error), error)
                 continue
-            job.add_done_callback(lambda job, entry=entry: self._load_cancelled(job, entry))
+            job.add_done_callback(partial(self._load_cancelled, entry=entry))
 
     def _make_room(self) -> bool:
         """Drop host copies, least recently used first, until one more fits (lock held)."""

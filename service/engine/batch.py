@@ -1,63 +1,27 @@
-"""KV-cache batches whose rows change at token boundaries (TGI's concatenate/filter, left padded).
+"""The two kinds of forward pass on the engine's KV cache: prefill chunks and decode steps.
 
-A batch's cache holds, per layer, keys/values [B, kv_heads, L, head_dim]; row b's real tokens sit
-at the right end of the L columns and ``mask[b]`` marks them (left padding). Positions are counted
-per row, so a padded row computes exactly what it would alone.
+Every sequence owns one cache row (``kv_cache.py``) and its token at position p sits in
+column p, so rows never move::
 
-    prefill group  (newcomers, prompt processed in chunks of bounded size)
-         │ concat: pad the shorter cache on the left, stack rows
+    prefill group  (newcomers' prompts, right padded, processed in chunks of bounded size)
+         │ writes each prompt's keys/values into its rows (n rows for n choices of one prompt)
          ▼
-    decode batch   ── one token per row per step ──► filter: drop finished rows, then trim the
-                                                     columns that have become padding for all
+    decode batch   ── one token per running row per step, over rows [0, width) ──►
+                      a finished row is handed back to the cache; nothing is copied
+
+A decode step runs every row below the highest one in use; a free row in between (a "hole")
+computes a throwaway token and writes nothing. The cache hands out the lowest free rows first,
+so holes are few and short-lived.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
-from transformers.cache_utils import DynamicLayer
 
-_GROWTH = 64  # spare KV columns allocated at a time
-
-
-class GrowingLayer(DynamicLayer):
-    """A DynamicLayer that appends into spare capacity instead of ``torch.cat`` every step
-    (which copies the whole cache each token). ``keys``/``values`` are views of the filled
-    columns; when batch operations replace them, the next update re-buffers once."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self._keys_view: torch.Tensor | None = None
-        self._kbuf = self._vbuf = torch.empty(0)
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        filled = self.keys.shape[-2] if self.keys.numel() else 0
-        need = filled + key_states.shape[-2]  # key_states: [B, kv_heads, S, head_dim]
-        stale = self._keys_view is None or self.keys is not self._keys_view
-        if stale or need > self._kbuf.shape[-2]:
-            b, h, _, d = key_states.shape
-            self._kbuf = key_states.new_empty(b, h, need + _GROWTH, d)
-            self._vbuf = value_states.new_empty(b, h, need + _GROWTH, d)
-            if filled:
-                self._kbuf[:, :, :filled] = self.keys
-                self._vbuf[:, :, :filled] = self.values
-        self._kbuf[:, :, filled:need] = key_states
-        self._vbuf[:, :, filled:need] = value_states
-        self.keys = self._keys_view = self._kbuf[:, :, :need]
-        self.values = self._vbuf[:, :, :need]
-        return self.keys, self.values
-
-
-def new_cache() -> DynamicCache:
-    """An empty KV cache whose layers grow in place (see GrowingLayer)."""
-    cache = DynamicCache()
-    cache.layer_class_to_replicate = GrowingLayer
-    return cache
+from service.engine.decoder import Decoder
+from service.engine.kv_cache import KVCache
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device):
@@ -72,38 +36,72 @@ def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device):
     return ids.to(device), mask.to(device), positions.to(device)
 
 
-def forward(
-    model: PreTrainedModel,
-    ids: torch.Tensor,
-    mask: torch.Tensor,
-    positions: torch.Tensor,
-    cache: DynamicCache,
-    every_position: bool = False,
-) -> torch.Tensor:
-    """Run ``ids`` [B, S] after ``cache``; ``mask`` [B, past + S]. Returns last logits [B, V],
-    or with ``every_position`` the logits of every position [B, S, V]."""
-    out = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=positions,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=0 if every_position else 1,
-    )
-    return out.logits if every_position else out.logits[:, -1, :]
+class _PrefillView:
+    """Columns [start, end) of the group's prompts: written into every row of each prompt
+    (``targets``), attended over [0, end) of the prompt's first row."""
+
+    def __init__(self, group: PrefillGroup, start: int, end: int):
+        self.cache, self.start, self.end = group.cache, start, end
+        self.rows, self.source = group.first_rows, group.source
+        keys = torch.arange(end, device=self.rows.device)
+        queries = torch.arange(start, end, device=self.rows.device)
+        targets = group.targets
+        self.index = self.cache.index(targets, queries.expand(len(targets), -1))
+        causal = keys[None, :] <= queries[:, None]  # [S, end]
+        real = keys[None, :] < group.lengths[:, None]  # [P, end]: padding is never a key
+        self.mask = (causal[None] & real[:, None])[:, None]  # [P, 1, S, end]
+
+    def update(self, layer: int, keys: torch.Tensor, values: torch.Tensor):
+        if self.source is None:  # one row per prompt
+            self.cache.write(layer, self.index, keys, values)
+        else:  # n rows per prompt: the same prefill fills them all
+            source = self.source
+            self.cache.write(
+                layer, self.index, keys.index_select(0, source), values.index_select(0, source)
+            )
+        if self.start == 0:  # nothing earlier to read back
+            return keys, values
+        cache_k, cache_v = self.cache.keys[layer], self.cache.values[layer]
+        return cache_k[self.rows, :, : self.end], cache_v[self.rows, :, : self.end]
 
 
-# Receives a prefill chunk's logits [n, S, V], the token each position predicts [n, S] and
-# which of those are prompt tokens [n, S] (bool): prompt log-probabilities are read from them.
-PositionsSink = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+# Receives prompt p's logits [k, V] at k consecutive columns of a prefill chunk and the prompt
+# tokens those columns predict [k] (the next column's): prompt log-probabilities are read from
+# them chunk by chunk, so a long prompt never holds [length, V] logits at once.
+PositionsSink = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
 class PrefillGroup:
-    """Prompts of newcomers, processed ``chunk`` columns at a time into their own cache."""
+    """Prompts of newcomers, processed ``chunk`` columns at a time into their cache rows.
 
-    def __init__(self, prompts: list[list[int]], pad_id: int, device: torch.device):
-        self.ids, self.mask, self.positions = left_pad(prompts, pad_id, device)
-        self.cache = new_cache()
+    ``rows[p]`` are the cache rows of prompt p (one per choice; all get its keys/values)."""
+
+    def __init__(
+        self,
+        prompts: list[list[int]],
+        rows: list[list[int]],
+        pad_id: int,
+        cache: KVCache,
+    ):
+        device = cache.keys[0].device
+        width = max(map(len, prompts))
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        for p, prompt in enumerate(prompts):
+            ids[p, : len(prompt)] = torch.tensor(prompt, dtype=torch.long)
+        self.ids = ids.to(device)  # [P, W], right padded: position = column
+        self.positions = torch.arange(width, device=device).expand(len(prompts), width)
+        self.lengths = torch.tensor([len(p) for p in prompts], device=device)  # [P]
+        self.cache = cache
+        self.first_rows = torch.tensor([r[0] for r in rows], device=device)
+        self.targets = torch.tensor([row for r in rows for row in r], device=device)
+        fanned_out = any(len(r) > 1 for r in rows)
+        self.source = (
+            torch.tensor([p for p, r in enumerate(rows) for _ in r], device=device)
+            if fanned_out
+            else None
+        )
+        self.last = torch.zeros(len(prompts), dtype=torch.long)  # [P] index of the last token
+        self._last_hidden: torch.Tensor | None = None  # [P, hidden], filled chunk by chunk
         self.done = 0  # columns already in the cache
 
     @property
@@ -115,103 +113,102 @@ class PrefillGroup:
         return self.done == self.width
 
     def step(
-        self, model: PreTrainedModel, token_budget: int, positions_sink: PositionsSink | None = None
+        self,
+        decoder: Decoder,
+        token_budget: int,
+        positions_sink: PositionsSink | None = None,
+        every_position: Collection[int] = (),
     ) -> torch.Tensor | None:
         """Process the next chunk (at most ``token_budget`` tokens, padding included, but at
-        least one column). Returns the last logits [n, V] once the whole prompt is in. With
-        ``positions_sink``, every position's logits go to it first (see PositionsSink)."""
-        rows = self.ids.shape[0]
-        end = min(self.width, self.done + max(1, token_budget // rows))
-        logits = forward(
-            model,
-            self.ids[:, self.done : end],
-            self.mask[:, :end],
-            self.positions[:, self.done : end],
-            self.cache,
-            every_position=positions_sink is not None,
-        )
+        least one column). Returns each prompt's last logits [P, V] once every prompt is in.
+        The prompts in ``every_position`` also hand their chunk's logits to ``positions_sink``
+        (see PositionsSink)."""
+        prompts = self.ids.shape[0]
+        start, end = self.done, min(self.width, self.done + max(1, token_budget // prompts))
+        view = _PrefillView(self, start, end)
+        hidden = decoder.hidden(self.ids[:, start:end], self.positions[:, start:end], view)
         if positions_sink is not None:
-            # Column c predicts column c + 1: a prompt token when c is (left padding) and is
-            # not the last column, whose prediction is the first generated token.
-            targets = self.ids[:, self.done + 1 : end + 1]
-            known = self.mask[:, self.done : end].bool()
-            if end == self.width:
-                targets = torch.cat([targets, self.ids[:, -1:]], dim=1)  # any id: not a target
-                known[:, -1] = False
-            positions_sink(logits, targets, known)
-            logits = logits[:, -1, :]
+            self._every_position(decoder, hidden, start, end, positions_sink, every_position)
+        # a prompt's last token may sit in an earlier chunk than the longest prompt's
+        last = self.lengths - 1
+        here = ((last >= start) & (last < end)).nonzero()[:, 0]
+        if len(here):
+            if self._last_hidden is None:
+                self._last_hidden = hidden.new_zeros(prompts, hidden.shape[-1])
+            self._last_hidden[here] = hidden[here, last[here] - start]
         self.done = end
-        return logits if self.finished else None
+        if not self.finished:
+            return None
+        assert self._last_hidden is not None
+        return decoder.logits(self._last_hidden)
+
+    def _every_position(
+        self,
+        decoder: Decoder,
+        hidden: torch.Tensor,
+        start: int,
+        end: int,
+        sink: PositionsSink,
+        prompts: Collection[int],
+    ) -> None:
+        # Column c predicts column c + 1: a prompt token while c + 1 < the prompt's length
+        # (the last token's prediction is the first generated token; padding predicts nothing).
+        for p in prompts:
+            stop = min(end, int(self.lengths[p]) - 1)
+            if stop > start:
+                logits = decoder.logits(hidden[p, : stop - start])  # [k, V]
+                sink(p, logits, self.ids[p, start + 1 : stop + 1])
 
 
-@dataclass
+class _DecodeView:
+    """One new column per running row, attended over each row's columns [0, position]."""
+
+    def __init__(self, cache: KVCache, width: int, rows: torch.Tensor, positions: torch.Tensor):
+        self.cache, self.width, self.rows = cache, width, rows
+        columns = positions.index_select(0, rows)  # [A] where each running row writes
+        self.index = cache.index(rows, columns[:, None])
+        span = int(columns.max()) + 1
+        keys = torch.arange(span, device=positions.device)
+        self.span = span
+        self.mask = (keys[None, :] <= positions[:, None])[:, None, None]  # [width, 1, 1, span]
+
+    def update(self, layer: int, keys: torch.Tensor, values: torch.Tensor):
+        # keys [width, kv_heads, 1, head_dim]; only running rows write (holes may be rows
+        # whose prompt is being prefilled)
+        rows = self.rows
+        self.cache.write(layer, self.index, keys.index_select(0, rows), values.index_select(0, rows))
+        cache_k, cache_v = self.cache.keys[layer], self.cache.values[layer]
+        return cache_k[: self.width, :, : self.span], cache_v[: self.width, :, : self.span]
+
+
 class DecodeBatch:
-    """Rows generating one token per step: a shared left-padded cache.
+    """The next token and position of every cache row; a step feeds the running rows'."""
 
-    ``mask`` [B, L] covers the cached columns; ``next_ids`` [B] are the tokens to feed next, at
-    ``positions`` [B].
-    """
+    def __init__(self, cache: KVCache):
+        self.cache = cache
+        device = cache.keys[0].device
+        self.next_ids = torch.zeros(cache.rows, dtype=torch.long, device=device)
+        self.positions = torch.zeros(cache.rows, dtype=torch.long, device=device)
 
-    cache: DynamicCache
-    mask: torch.Tensor
-    next_ids: torch.Tensor
-    positions: torch.Tensor
+    def join(self, rows: list[int], tokens: torch.Tensor, positions: list[int]) -> None:
+        """``rows`` start decoding: feed ``tokens`` [k] at ``positions`` next."""
+        index = torch.tensor(rows, device=self.next_ids.device)
+        self.next_ids[index] = tokens.to(self.next_ids.device)
+        self.positions[index] = torch.tensor(positions, device=self.positions.device)
 
-    @classmethod
-    def from_prefill(cls, group: PrefillGroup, first_tokens: torch.Tensor) -> DecodeBatch:
-        return cls(group.cache, group.mask, first_tokens, group.positions[:, -1] + 1)
+    def leave(self, rows: list[int]) -> None:
+        """``rows`` stopped: as holes they attend to column 0 only (never an empty row)."""
+        if rows:
+            self.positions[torch.tensor(rows, device=self.positions.device)] = 0
 
-    def __len__(self) -> int:
-        return self.next_ids.shape[0]
-
-    def step(self, model: PreTrainedModel) -> torch.Tensor:
-        """Feed ``next_ids``; returns logits [B, V]. The caller sets ``next_ids`` afterwards."""
-        ones = torch.ones_like(self.mask[:, :1])
-        self.mask = torch.cat([self.mask, ones], dim=1)
-        logits = forward(
-            model, self.next_ids[:, None], self.mask, self.positions[:, None], self.cache
-        )
-        self.positions = self.positions + 1
-        return logits
-
-    def filter(self, rows: list[int]) -> None:
-        """Keep only ``rows`` (ascending), then drop columns that are padding in every row."""
-        if rows != list(range(len(self))):
-            index = torch.tensor(rows, dtype=torch.long, device=self.mask.device)
-            for layer in self.cache.layers:
-                layer.keys = layer.keys.index_select(0, index)
-                layer.values = layer.values.index_select(0, index)
-            self.mask = self.mask.index_select(0, index)
-            self.next_ids = self.next_ids.index_select(0, index)
-            self.positions = self.positions.index_select(0, index)
-        used = self.mask.any(dim=0).nonzero()
-        first = int(used[0]) if len(used) else self.mask.shape[1]
-        if first > 0:
-            for layer in self.cache.layers:
-                layer.keys = layer.keys[:, :, first:]
-                layer.values = layer.values[:, :, first:]
-            self.mask = self.mask[:, first:]
-
-    def concat(self, other: DecodeBatch) -> None:
-        """Append ``other``'s rows; the shorter cache is padded on the left."""
-        width = max(self.mask.shape[1], other.mask.shape[1])
-        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
-            mine.keys = _stack_left_padded(mine.keys, theirs.keys, width)
-            mine.values = _stack_left_padded(mine.values, theirs.values, width)
-        self.mask = _stack_left_padded(self.mask, other.mask, width)
-        self.next_ids = torch.cat([self.next_ids, other.next_ids])
-        self.positions = torch.cat([self.positions, other.positions])
-
-
-def _stack_left_padded(a: torch.Tensor, b: torch.Tensor, width: int) -> torch.Tensor:
-    """Rows of ``a`` then ``b``, each right-aligned in ``width`` along the sequence dim.
-
-    Works for caches [B, H, L, D] (sequence dim 2) and masks [B, L] (sequence dim 1)."""
-    dim = 2 if a.dim() == 4 else 1
-    shape = list(a.shape)
-    shape[0], shape[dim] = a.shape[0] + b.shape[0], width
-    out = a.new_zeros(shape)
-    la, lb = a.shape[dim], b.shape[dim]
-    out[: a.shape[0]].narrow(dim, width - la, la).copy_(a)
-    out[a.shape[0] :].narrow(dim, width - lb, lb).copy_(b)
-    return out
+    def step(self, decoder: Decoder, rows: list[int]) -> torch.Tensor:
+        """Feed the next tokens of ``rows``; returns their logits [len(rows), V] in that order.
+        The caller sets their ``next_ids`` afterwards."""
+        width = max(rows) + 1
+        index = torch.tensor(rows, device=self.next_ids.device)
+        view = _DecodeView(self.cache, width, index, self.positions[:width])
+        hidden = decoder.hidden(
+            self.next_ids[:width, None], self.positions[:width, None], view
+        )  # [width, 1, hidden]
+        self.positions[index] += 1
+        return decoder.logits(hidden[index, 0])

@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from core.base.checkpoint import load_base_model, load_tokenizer
@@ -30,8 +31,10 @@ from core.registry import Manifest, Registry
 from core.reward_format import reward_input_ids
 from core.settings import Settings
 from service.engine.adapters import AdapterKey, AdapterManager, AdapterStatus, check_manifest
+from service.engine.decoder import Decoder
 from service.engine.events import EngineEvents
 from service.engine.hotswap import AliasFollower, AliasMove
+from service.engine.kv_cache import KVCache
 from service.engine.lora import LoraModel
 from service.engine.request import Completion, EventSink, Request, TokenEvent
 from service.engine.reward import ScoreJob
@@ -59,7 +62,7 @@ class EngineStats:
     waiting: int  # requests queued (or resolving their adapter)
     steps: int
     adapter_loads: int  # host loads started (disk cache or registry)
-    prompt_tokens: int
+    prompt_tokens: int  # prompt tokens computed: once per call, whatever its n
     generated_tokens: int
     finished: dict[str, int]  # by reason: stop, length, cancelled, error
     slots_used: int
@@ -109,11 +112,26 @@ class Engine:
         )
         self.follower = AliasFollower(registry, self._warm, events)
         self._wakeup = threading.Event()
+        decoder = Decoder(self.model)
+        self.kv_cache = KVCache(
+            decoder.layers,
+            rows=settings.max_batch_size,
+            kv_heads=decoder.kv_heads,
+            head_dim=decoder.head_dim,
+            row_tokens=min(
+                settings.kv_cache_row_tokens
+                or settings.max_prompt_tokens + settings.max_new_tokens,
+                self.max_context,
+            ),
+            dtype=self.lora.dtype,
+            device=self.device,
+        )
         self.scheduler = Scheduler(
             self.model,
             self.lora,
             self.adapters,
-            max_batch_size=settings.max_batch_size,
+            decoder,
+            self.kv_cache,
             prefill_chunk_tokens=settings.prefill_chunk_tokens,
             eos_ids={i for i in eos_ids if i is not None},
             pad_id=pad_id if pad_id is not None else 0,
@@ -127,7 +145,8 @@ class Engine:
         self.follower.start(settings.alias_poll_seconds)
         log.info(
             "engine ready: %s on %s, %d adapter slots (rank <= %d), batch <= %d; LoRA buffers "
-            "%.1f MiB preallocated (slots %.1f MiB + per-row copies %.1f MiB)",
+            "%.1f MiB preallocated (slots %.1f MiB + per-row copies %.1f MiB); KV cache "
+            "%d rows x %d tokens, up to %.1f MiB (grows with the longest row)",
             self.base_info.model_id,
             self.device,
             settings.max_active_adapters,
@@ -136,6 +155,9 @@ class Engine:
             (self.lora.nbytes + self.scheduler.rows.nbytes) / MIB,
             self.lora.nbytes / MIB,
             self.scheduler.rows.nbytes / MIB,
+            self.kv_cache.rows,
+            self.kv_cache.row_tokens,
+            self.kv_cache.max_nbytes / MIB,
         )
 
     # --- generation ---
@@ -145,13 +167,16 @@ class Engine:
         prompt_ids: list[int],
         adapter: str | None = None,
         params: SamplingParams | None = None,
+        n: int = 1,
     ) -> TokenStream:
-        """Queue a generation and return its event stream. Raises before anything streams:
-        InvalidRequest, Overloaded (queue full), NotFound / InvalidAdapter (adapter's manifest).
-        An adapter that fails to load (fetch, integrity, weights) ends the stream with the
-        error instead."""
+        """Queue a generation of ``n`` choices and return its event stream (each event names
+        its choice's ``index``; the prompt is prefilled once for all n). Raises before anything
+        streams: InvalidRequest, Overloaded (queue full), NotFound / InvalidAdapter (adapter's
+        manifest). An adapter that fails to load (fetch, integrity, weights) ends the stream
+        with the error instead."""
         params = params or SamplingParams()
         self._check_prompt(prompt_ids, params)
+        self._check_n(n)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[TokenEvent | BaseException] = asyncio.Queue()
         self._reserve()
@@ -165,21 +190,27 @@ class Engine:
                 # Only the version: the scheduler loads the weights when it admits the request,
                 # so waiting requests hold no host copies (max_cpu_adapters bounds them).
                 key = self._check(await self._resolve(adapter), "policy")
-            request = Request(
-                prompt=list(prompt_ids),
-                params=params,
-                key=key,
-                sink=EventSink(loop, events),
-                generator=params.generator(self.device),
-                decoder=IncrementalDecoder(self.tokenizer, prompt_ids),
-                stops=StopMatcher(params.stop),
-            )
-            self.scheduler.submit(request)
+            sink = EventSink(loop, events)
+            choices = [
+                Request(
+                    prompt=list(prompt_ids),
+                    params=params,
+                    key=key,
+                    sink=sink,
+                    generator=choice_generator(params, i, self.device),
+                    decoder=IncrementalDecoder(self.tokenizer, prompt_ids),
+                    stops=StopMatcher(params.stop),
+                    index=i,
+                )
+                for i in range(n)
+            ]
+            choices[0].siblings = choices[1:]
+            self.scheduler.submit(choices[0])
         finally:
             with self._reserve_lock:
                 self._reserved -= 1
         self._wakeup.set()
-        return TokenStream(request, events, self._cancel)
+        return TokenStream(choices, events, self._cancel)
 
     async def generate(
         self,
@@ -202,20 +233,45 @@ class Engine:
         params: SamplingParams | None = None,
     ) -> Completion:
         """The whole generation at once."""
+        return (await self.complete_choices(prompt_ids, adapter, params, 1))[0]
+
+    async def complete_choices(
+        self,
+        prompt_ids: list[int],
+        adapter: str | None = None,
+        params: SamplingParams | None = None,
+        n: int = 1,
+    ) -> list[Completion]:
+        """``n`` whole generations of one prompt (prefilled once), by choice index."""
         params = params or SamplingParams()
-        events = [event async for event in await self.submit(prompt_ids, adapter, params)]
-        last = events[-1]
-        assert last.finish_reason is not None and last.usage is not None
+        by_choice: list[list[TokenEvent]] = [[] for _ in range(n)]
+        async for event in await self.submit(prompt_ids, adapter, params, n):
+            by_choice[event.index].append(event)
         want = params.logprobs is not None
-        return Completion(
-            text="".join(e.text for e in events),
-            token_ids=[e.token_id for e in events],
-            logprobs=[e.logprob for e in events] if want else None,  # type: ignore[misc]
-            top_logprobs=[e.top_logprobs or {} for e in events] if want else None,
-            finish_reason=last.finish_reason,
-            usage=last.usage,
-            adapter=last.adapter,
-        )
+        completions = []
+        for index, events in enumerate(by_choice):
+            last = events[-1]
+            assert last.finish_reason is not None and last.usage is not None
+            completions.append(
+                Completion(
+                    text="".join(e.text for e in events),
+                    token_ids=[e.token_id for e in events],
+                    logprobs=[e.logprob for e in events] if want else None,  # type: ignore[misc]
+                    top_logprobs=[e.top_logprobs or {} for e in events] if want else None,
+                    finish_reason=last.finish_reason,
+                    usage=last.usage,
+                    adapter=last.adapter,
+                    index=index,
+                )
+            )
+        return completions
+
+    def _check_n(self, n: int) -> None:
+        limit = min(self.settings.max_n, self.settings.max_batch_size)
+        if not isinstance(n, int) or not 1 <= n <= limit:
+            raise InvalidRequest(
+                f"n must be between 1 and {limit} (max_n and max_batch_size bound it)", param="n"
+            )
 
     def _check_prompt(self, prompt_ids: list[int], params: SamplingParams) -> None:
         if not prompt_ids:
@@ -237,6 +293,13 @@ class Engine:
                 f"model's context of {self.max_context} tokens",
                 param="max_tokens",
             )
+        if len(prompt_ids) + params.max_tokens > self.kv_cache.row_tokens:
+            raise InvalidRequest(
+                f"prompt + max_tokens = {len(prompt_ids) + params.max_tokens} exceeds the "
+                f"{self.kv_cache.row_tokens} tokens a KV-cache row holds (kv_cache_row_tokens); "
+                "lower max_tokens or shorten the prompt",
+                param="max_tokens",
+            )
         if min(prompt_ids) < 0 or max(prompt_ids) >= self.vocab_size:
             raise InvalidRequest(
                 "the prompt holds token ids outside the vocabulary", param="prompt"
@@ -248,8 +311,9 @@ class Engine:
                 param="logit_bias",
             )
 
-    def _cancel(self, request: Request) -> None:
-        self.scheduler.cancel(request)
+    def _cancel(self, requests: list[Request]) -> None:
+        for request in requests:
+            self.scheduler.cancel(request)
         self._wakeup.set()
 
     def _reserve(self) -> None:
@@ -478,3 +542,13 @@ class Engine:
         self.scheduler.fail_all(error)
         self._io.shutdown(wait=False, cancel_futures=True)
         self._loads.shutdown(wait=False, cancel_futures=True)
+
+
+def choice_generator(params: SamplingParams, index: int, device) -> torch.Generator:
+    """Choice ``index``'s random stream: choice 0 draws as a request with ``params.seed``
+    alone does; the others from seeds mixed from (seed, index), so a seeded call for n
+    choices is reproducible and its choices differ."""
+    if params.seed is None or index == 0:
+        return params.generator(device)
+    mixed = (params.seed + index * 0x9E3779B97F4A7C15) & ((1 << 64) - 1)  # golden-ratio step
+    return torch.Generator(device=device).manual_seed(mixed)

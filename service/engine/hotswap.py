@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.names import parse_ref
+from core.polling import Poller
 from core.registry import Manifest, Registry
 from service.engine.adapters import AdapterKey
 from service.engine.events import EngineEvents, NoEvents
@@ -59,8 +60,7 @@ class AliasFollower:
         self._manifests: dict[AdapterKey, Manifest] = {}  # versions are immutable: cache forever
         self._failures: dict[AdapterKey, _WarmFailure] = {}  # versions that failed to warm
         self.clock: Callable[[], float] = time.monotonic
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Poller("loraloop-aliases", self.refresh, "alias refresh failed")
 
     def resolve(self, ref: str) -> Manifest:
         """The manifest ``name``, ``name@alias`` or ``name@N`` serves now (blocking I/O on a
@@ -168,21 +168,7 @@ class AliasFollower:
 
     def start(self, poll_seconds: float) -> None:
         """Refresh every ``poll_seconds`` on a background thread (0: never)."""
-        if poll_seconds <= 0:
-            return
-        self._thread = threading.Thread(
-            target=self._poll, args=(poll_seconds,), name="loraloop-aliases", daemon=True
-        )
-        self._thread.start()
-
-    def _poll(self, poll_seconds: float) -> None:
-        while not self._stop.wait(poll_seconds):
-            try:
-                self.refresh()
-            except Exception:
-                log.exception("alias refresh failed")
+        self._poller.start(poll_seconds)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._poller.stop()

@@ -16,8 +16,8 @@ no row's adapter targets it.
 Rows are bound to slots in two ways:
 
 - ``GatheredRows``: gathers A/B per forward from the slot tensors (prefill, reward scoring);
-- ``BatchRows``: the decode batch. Its per-row A/B live in preallocated buffers, filled once when
-  a row joins and compacted when rows leave, so a decode step does no gathering at all.
+- ``BatchRows``: the decode batch. Its per-row A/B live in preallocated buffers indexed like
+  the KV cache's rows, filled once when a row joins, so a decode step does no gathering at all.
 
 Filling a slot copies tensors into preallocated storage: no module is rebuilt, no base weight is
 touched, and the cost does not depend on how many adapters are resident.
@@ -47,6 +47,11 @@ class _Binding:
 
 class LoraLinear(nn.Module):
     """A frozen base ``nn.Linear`` plus the LoRA weights of every slot for this projection."""
+
+    # Buffers registered in __init__, declared for the type checker.
+    lora_A: torch.Tensor
+    lora_B: torch.Tensor
+    scaling: torch.Tensor
 
     def __init__(self, base: nn.Linear, index: int, slots: int, max_rank: int, binding: _Binding):
         super().__init__()
@@ -209,18 +214,20 @@ class GatheredRows:
 
 
 class BatchRows:
-    """The decode batch's rows, with each layer's per-row A/B kept gathered.
+    """The decode batch's rows, indexed by KV-cache row, with each layer's per-row A/B kept
+    gathered.
 
     Buffers hold A^T [capacity, in, r_max] and B^T [capacity, r_max, out] per layer, the layout
-    ``x @ A^T @ B^T`` reads contiguously (about 25% faster than transposed views on CPU); rows
-    0..n-1 are the batch's rows in order. ``append`` gathers only the joining rows; ``keep``
-    compacts.
+    ``x @ A^T @ B^T`` reads contiguously (about 25% faster than transposed views on CPU). A row
+    that joins gets its adapter's A/B written once (``assign``); a row that leaves is only
+    marked free (``release``): nothing moves. A forward pass covers rows [0, ``width``).
     """
 
     def __init__(self, lora: LoraModel, capacity: int):
         self.lora = lora
         self.capacity = capacity
-        self.slots: list[int] = []
+        self.slots: list[int | None] = [None] * capacity  # None: the row is free
+        self.width = 0
         self.ranks = [0] * len(lora.layers)
         self._A = [
             layer.lora_A.new_zeros(capacity, layer.base.in_features, lora.max_rank)
@@ -233,7 +240,7 @@ class BatchRows:
         self._s = [torch.zeros(capacity, dtype=lora.dtype, device=lora.device) for _ in lora.layers]
 
     def __len__(self) -> int:
-        return len(self.slots)
+        return sum(s is not None for s in self.slots)
 
     @property
     def nbytes(self) -> int:
@@ -241,37 +248,28 @@ class BatchRows:
         return sum(t.nbytes for buffers in (self._A, self._B, self._s) for t in buffers)
 
     @torch.no_grad()
-    def append(self, slots: Sequence[int]) -> None:
-        """Rows with ``slots`` join at the end of the batch."""
-        n, k = len(self.slots), len(slots)
-        assert n + k <= self.capacity, (n, k, self.capacity)
+    def assign(self, rows: Sequence[int], slots: Sequence[int]) -> None:
+        """Rows ``rows`` (free) now serve the adapters in ``slots``."""
+        assert all(self.slots[r] is None for r in rows), rows
         index = torch.tensor(list(slots), dtype=torch.long, device=self.lora.device)
+        at = torch.tensor(list(rows), dtype=torch.long, device=self.lora.device)
         for i, layer in enumerate(self.lora.layers):
-            self._A[i][n : n + k] = layer.lora_A[index].transpose(1, 2)
-            self._B[i][n : n + k] = layer.lora_B[index].transpose(1, 2)
-            self._s[i][n : n + k] = layer.scaling[index]
-        self.slots.extend(slots)
-        self.ranks = _max_ranks(self.lora, self.slots)
+            self._A[i][at] = layer.lora_A[index].transpose(1, 2)
+            self._B[i][at] = layer.lora_B[index].transpose(1, 2)
+            self._s[i][at] = layer.scaling[index]
+        for row, slot in zip(rows, slots, strict=True):
+            self.slots[row] = slot
+        self.ranks = _max_ranks(self.lora, [s for s in self.slots if s is not None])
 
-    @torch.no_grad()
-    def keep(self, rows: Sequence[int]) -> None:
-        """Only ``rows`` (indices into the current batch, ascending) stay, moved to the front."""
-        rows = list(rows)
-        if rows == list(range(len(rows))):  # a prefix survives: nothing moves
-            del self.slots[len(rows) :]
-        else:
-            index = torch.tensor(rows, dtype=torch.long, device=self.lora.device)
-            k = len(rows)
-            for i in range(len(self.lora.layers)):
-                self._A[i][:k] = self._A[i][index]
-                self._B[i][:k] = self._B[i][index]
-                self._s[i][:k] = self._s[i][index]
-            self.slots = [self.slots[r] for r in rows]
-        self.ranks = _max_ranks(self.lora, self.slots)
+    def release(self, rows: Sequence[int]) -> None:
+        """Rows ``rows`` are free again (their stale A/B only feed throwaway tokens)."""
+        for row in rows:
+            self.slots[row] = None
+        self.ranks = _max_ranks(self.lora, [s for s in self.slots if s is not None])
 
     def weights(self, layer: LoraLinear):
         r = self.ranks[layer.index]
         if r == 0:
             return None
-        n, i = len(self.slots), layer.index
+        n, i = self.width, layer.index
         return self._A[i][:n, :, :r], self._B[i][:n, :r], self._s[i][:n]

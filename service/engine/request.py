@@ -45,6 +45,7 @@ class TokenEvent:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     adapter: str | None = None
+    index: int = 0  # which of the request's n choices this token belongs to
     prompt_logprobs: list[TokenLogprobs] | None = None
 
 
@@ -59,6 +60,7 @@ class Completion:
     finish_reason: FinishReason
     usage: Usage
     adapter: str | None
+    index: int = 0
 
 
 Event = TokenEvent | BaseException
@@ -104,8 +106,11 @@ _ids = itertools.count(1)
 
 @dataclass(eq=False)
 class Request:
-    """Engine-side state of one generation. Its events (TokenEvent, or an exception) go to
-    ``sink``; ``cancelled`` may be set from any thread."""
+    """Engine-side state of one generation (one choice, one batch row). Its events
+    (TokenEvent, or an exception) go to ``sink``; ``cancelled`` may be set from any thread.
+
+    The n choices of one call share a sink: the first (``index`` 0) waits in the queue and
+    carries the others in ``siblings``; all are admitted together and share one prefill."""
 
     prompt: list[int]
     params: SamplingParams
@@ -125,7 +130,15 @@ class Request:
     # only the version): done once the weights are in host memory. None: nothing held.
     acquired: Future | None = None
     slot_wait_since: float | None = None  # when it first found every slot busy
+    index: int = 0
+    siblings: list[Request] = field(default_factory=list)
+    row: int | None = None  # its KV-cache row, from admission to its end
     prompt_logprobs: list[TokenLogprobs] | None = None  # filled by the prefill when asked
+
+    @property
+    def choices(self) -> list[Request]:
+        """This request and its siblings, by index."""
+        return [self, *self.siblings]
 
     @property
     def adapter(self) -> str | None:

@@ -260,6 +260,7 @@ def token_logprobs(
         n = params[i].logprobs or 0
         top = None
         if n:
+            assert top_ids is not None and top_values is not None  # n > 0, so k > 0
             top = dict(zip(top_ids[j, :n].tolist(), top_values[j, :n].tolist(), strict=True))
         out[i] = TokenLogprobs(chosen[j], top)
     return out

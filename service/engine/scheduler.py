@@ -3,19 +3,20 @@
 One ``step`` (on the engine thread) is:
 
 1. run queued commands (slot placement for admin calls), drop cancelled rows;
-2. admit waiting requests into a prefill group (FIFO) while the batch has room
-   (``max_batch_size``); an idle engine first lets a burst of arrivals land (at most 5 ms) so
-   that it starts as one batch. A waiting request holds only its adapter's version; it takes a
-   reference (which loads the weights into host memory) when admission first reaches it. A
-   request whose adapter is still loading, or cannot get a slot yet, lets the next one pass,
-   until it has waited SLOT_WAIT_LIMIT for a slot: then nobody overtakes it, so the rows on
-   resident adapters drain and free a slot for it;
+2. admit waiting requests into a prefill group (FIFO) while the KV cache has free rows
+   (``max_batch_size``; a call for n choices needs n rows at once); an idle engine first
+   lets a burst of arrivals land (at most 5 ms) so that it starts as one batch. A waiting
+   request holds only its adapter's version; it takes a reference (which loads the weights
+   into host memory) when admission first reaches it. A request whose adapter is still
+   loading, or cannot get a slot yet, lets the next one pass, until it has waited
+   SLOT_WAIT_LIMIT for a slot: then nobody overtakes it, so the rows on resident adapters
+   drain and free a slot for it;
 3. run ONE prefill chunk of at most ``prefill_chunk_tokens`` tokens (or one reward-scoring
    chunk): this bounds how long running rows wait for a newcomer's prompt (when nothing runs,
    up to IDLE_PREFILL_TOKENS go in one chunk: there is nobody to stall). When a group's
-   prompt is complete its first tokens are emitted and its rows join the decode batch;
-4. decode one token for every running row, emit, and filter out rows that finished (EOS, stop
-   string, max tokens) so their place is free at the next step.
+   prompt is complete its first tokens are emitted at once and its rows join the decode batch;
+4. decode one token for every running row, emit, and hand the cache rows of requests that
+   finished (EOS, stop string, max tokens) back, free for the next step. Rows never move.
 """
 
 from __future__ import annotations
@@ -32,8 +33,19 @@ from transformers import PreTrainedModel
 
 from service.engine.adapters import AdapterManager
 from service.engine.batch import DecodeBatch, PositionsSink, PrefillGroup
+from service.engine.decoder import Decoder
+from service.engine.kv_cache import KVCache
 from service.engine.lora import LoraModel
-from service.engine.request import Event, EventSink, Request, State, TokenEvent, Usage, deliver
+from service.engine.request import (
+    Event,
+    EventSink,
+    FinishReason,
+    Request,
+    State,
+    TokenEvent,
+    Usage,
+    deliver,
+)
 from service.engine.reward import ScoreJob, score_rows
 from service.engine.sampling import (
     TokenLogprobs,
@@ -63,17 +75,19 @@ class Scheduler:
         model: PreTrainedModel,
         lora: LoraModel,
         adapters: AdapterManager,
+        decoder: Decoder,
+        cache: KVCache,
         *,
-        max_batch_size: int,
         prefill_chunk_tokens: int,
         eos_ids: set[int],
         pad_id: int,
         wake: Callable[[], None] = lambda: None,
     ):
         self.model = model
+        self.decoder = decoder
         self.lora = lora
         self.adapters = adapters
-        self.max_batch_size = max_batch_size
+        self.cache = cache
         self.budget = prefill_chunk_tokens
         self.eos_ids = eos_ids
         self.pad_id = pad_id
@@ -84,9 +98,9 @@ class Scheduler:
         self.score_jobs: deque[ScoreJob] = deque()
         self.commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.prefill: tuple[PrefillGroup, list[Request]] | None = None
-        self.batch: DecodeBatch | None = None
-        self.rows = lora.batch_rows(max_batch_size)
-        self.running: list[Request] = []
+        self.batch = DecodeBatch(cache)
+        self.rows = lora.batch_rows(cache.rows)
+        self.running: list[Request] = []  # each holds its cache row
         self.steps = 0
         # Counters for metrics (read from other threads; ints, so reads are atomic enough).
         self.prompt_tokens = 0
@@ -110,7 +124,8 @@ class Scheduler:
         with self._lock:
             if request.state is State.WAITING and request in self.waiting:
                 self.waiting.remove(request)
-                self._finish(request)
+                for choice in request.choices:
+                    self._finish(choice)
 
     @property
     def num_waiting(self) -> int:
@@ -152,6 +167,7 @@ class Scheduler:
         self._admit()
         if self.prefill is not None:
             self._prefill_step()
+            self._flush()  # newcomers' first tokens go out now, not after the decode step
             worked = True
         elif self.score_jobs:
             worked = self._score_step() or worked
@@ -165,8 +181,12 @@ class Scheduler:
         adapter reference; the batch is reset. A prefill group stays in ``self.prefill`` until
         its rows have joined ``self.running``, so a step failing in between misses nobody."""
         in_flight = self.running + (self.prefill[1] if self.prefill else [])
-        self.running, self.prefill, self.batch = [], None, None
-        self.rows.keep([])
+        self.running, self.prefill = [], None
+        self.cache.reset()
+        self.batch = DecodeBatch(self.cache)
+        self.rows.release(range(self.cache.rows))
+        for request in in_flight:
+            request.row = None  # the rows were all reset above
         for request in dict.fromkeys(in_flight):  # a row may be in both while it joins
             if request.state is State.DONE:  # finished (and told so) before the failure
                 continue
@@ -186,6 +206,11 @@ class Scheduler:
         if request.state is State.DONE:
             return
         request.state = State.DONE
+        if request.row is not None:
+            self.cache.give_back(request.row)
+            self.batch.leave([request.row])
+            self.rows.release([request.row])
+            request.row = None
         if request.acquired is not None:
             assert request.key is not None
             self.adapters.release(request.key)
@@ -209,7 +234,7 @@ class Scheduler:
             return
         if not self.running and self.waiting:
             self._let_burst_land()
-        free = self.max_batch_size - len(self.running)
+        free = self.cache.free_rows
         budget = self._prefill_budget()
         chosen: list[Request] = []
         failed: list[tuple[Request, BaseException]] = []
@@ -217,8 +242,8 @@ class Scheduler:
         now = time.monotonic()
         with self._lock:  # only cheap work here: the event loop takes this lock to submit
             for request in list(self.waiting):
-                if len(chosen) >= free:
-                    break
+                if len(request.choices) > free:
+                    break  # first come, first served: later requests wait for rows too
                 grown = max(width, len(request.prompt))
                 if chosen and (len(chosen) + 1) * grown > budget:
                     break
@@ -233,16 +258,29 @@ class Scheduler:
                         break  # waited long enough: nobody overtakes it any more
                     continue
                 self.waiting.remove(request)
-                request.slot, request.state, width = slot, State.PREFILL, grown
+                self._take_rows(request, slot)
+                width = grown
+                free -= len(request.choices)
                 chosen.append(request)
         self.adapters.copy_reserved()  # slot copies, without the lock
         for request, error in failed:
-            self._emit(request, error)
-            self._finish(request)
-            self.finished["error"] += 1
+            for choice in request.choices:
+                self._emit(choice, error)
+                self._finish(choice)
+                self.finished["error"] += 1
         if chosen:
-            group = PrefillGroup([r.prompt for r in chosen], self.pad_id, self.device)
-            self.prefill = (group, chosen)
+            self.cache.reserve(max(len(r.prompt) + r.params.max_tokens for r in chosen))
+            rows = [cache_rows(r.choices) for r in chosen]
+            group = PrefillGroup([r.prompt for r in chosen], rows, self.pad_id, self.cache)
+            self.prefill = (group, [c for r in chosen for c in r.choices])
+
+    def _take_rows(self, request: Request, slot: int) -> None:
+        """Give each choice of ``request`` a cache row and its adapter's slot; the siblings
+        take their own adapter references (already loaded: they are done at once)."""
+        for choice, row in zip(request.choices, self.cache.take(len(request.choices)), strict=True):
+            if choice is not request and choice.key is not None:
+                choice.acquired = self.adapters.acquire(choice.key, "policy")
+            choice.slot, choice.row, choice.state = slot, row, State.PREFILL
 
     def _slot_for(self, request: Request, now: float) -> int | None:
         """The LoRA slot ``request`` runs in (0: the base), or None while its adapter is
@@ -278,15 +316,23 @@ class Scheduler:
     def _prefill_step(self) -> None:
         assert self.prefill is not None
         group, requests = self.prefill
-        sink = self._prompt_logprobs_sink(requests)
-        # Every position's logits are [rows, chunk, V]: such chunks keep to the normal budget.
+        firsts = [r for r in requests if r.index == 0]  # one per prompt, in group order
+        asked = [p for p, first in enumerate(firsts) if first.params.prompt_logprobs is not None]
+        sink = self._prompt_logprobs_sink(firsts) if asked else None
+        # Every position's logits are [chunk, V] per asking prompt: such chunks keep to the
+        # normal budget even on an idle engine.
         budget = self._prefill_budget() if sink is None else self.budget
-        with self.lora.use(self.lora.gather([r.slot for r in requests])):
-            logits = group.step(self.model, budget, sink)
+        with self.lora.use(self.lora.gather([r.slot for r in firsts])):
+            logits = group.step(self.decoder, budget, sink, asked)
         if logits is None:
             return
+        for first in firsts:  # the choices of a prompt share its log-probabilities
+            for sibling in first.siblings:
+                sibling.prompt_logprobs = first.prompt_logprobs
+        if len(firsts) < len(requests):  # each choice samples from its prompt's logits
+            prompt_of = [i for i, first in enumerate(firsts) for _ in first.choices]
+            logits = logits.index_select(0, torch.tensor(prompt_of, device=logits.device))
         tokens = self._choose(logits, requests)
-        joined = DecodeBatch.from_prefill(group, tokens)
         keep = []
         for i, (request, token, lp) in enumerate(
             zip(
@@ -297,7 +343,8 @@ class Scheduler:
             )
         ):
             request.first_token_at = time.monotonic()
-            self.prompt_tokens += len(request.prompt)
+            if request.index == 0:  # computed once for all its choices
+                self.prompt_tokens += len(request.prompt)
             if request.cancelled:
                 self._finish(request)
                 self.finished["cancelled"] += 1
@@ -305,43 +352,38 @@ class Scheduler:
                 self._finish(request)
             else:
                 keep.append(i)
-        if not keep:
-            self.prefill = None
-            return
-        if len(keep) < len(requests):
-            joined.filter(keep)
-        joined_requests = [requests[i] for i in keep]
-        for request in joined_requests:
+        joined = [requests[i] for i in keep]
+        if joined:
+            self.batch.join(
+                cache_rows(joined),
+                tokens[torch.tensor(keep, device=tokens.device)],
+                [len(r.prompt) for r in joined],
+            )
+            self.rows.assign(cache_rows(joined), [r.slot for r in joined])
+        for request in joined:
             request.state = State.RUNNING
-        if self.batch is None:
-            self.batch = joined
-        else:
-            self.batch.concat(joined)
-        self.rows.append([r.slot for r in joined_requests])
         self.prefill = None  # only now: until here a failure must reach these requests
-        self.running.extend(joined_requests)
+        self.running.extend(joined)
 
-    def _prompt_logprobs_sink(self, requests: list[Request]) -> PositionsSink | None:
-        """Collects the prompt log-probabilities of the rows that asked, chunk by chunk."""
-        asked = [(i, r) for i, r in enumerate(requests) if r.params.prompt_logprobs is not None]
-        if not asked:
-            return None
+    def _prompt_logprobs_sink(self, firsts: list[Request]) -> PositionsSink:
+        """Collects prompt p's log-probabilities into ``firsts[p]``, chunk by chunk."""
 
-        def sink(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor) -> None:
-            for i, request in asked:
-                k = request.params.prompt_logprobs or 0
-                if request.prompt_logprobs is None:
-                    request.prompt_logprobs = []
-                request.prompt_logprobs.extend(position_logprobs(logits[i, known[i]], targets[i, known[i]], k))
+        def sink(p: int, logits: torch.Tensor, targets: torch.Tensor) -> None:
+            request = firsts[p]
+            if request.prompt_logprobs is None:
+                request.prompt_logprobs = []
+            k = request.params.prompt_logprobs or 0
+            request.prompt_logprobs.extend(position_logprobs(logits, targets, k))
 
         return sink
 
     def _decode_step(self) -> None:
-        assert self.batch is not None
+        rows = cache_rows(self.running)
+        self.rows.width = max(rows) + 1
         with self.lora.use(self.rows):
-            logits = self.batch.step(self.model)
+            logits = self.batch.step(self.decoder, rows)
         tokens = self._choose(logits, self.running)
-        self.batch.next_ids = tokens
+        self.batch.next_ids[torch.tensor(rows, device=tokens.device)] = tokens
         logprobs = token_logprobs(logits, tokens, [r.params for r in self.running])
         keep = []
         for i, (request, token, lp) in enumerate(
@@ -355,13 +397,8 @@ class Scheduler:
             self._keep_rows(keep)
 
     def _keep_rows(self, keep: list[int]) -> None:
+        """Only ``running[i]`` for i in ``keep`` run on (the others have given their rows back)."""
         self.running = [self.running[i] for i in keep]
-        self.rows.keep(keep)
-        if not keep:
-            self.batch = None
-        else:
-            assert self.batch is not None
-            self.batch.filter(keep)
 
     def _choose(self, logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
         params = [r.params for r in requests]
@@ -375,7 +412,7 @@ class Scheduler:
         request.output.append(token)
         self.generated_tokens += 1
         params = request.params
-        finish = None
+        finish: FinishReason | None = None
         if len(request.output) < params.min_tokens:  # as in vLLM: nothing stops it before
             text = request.decoder.push(token)
         elif (token in self.eos_ids and not params.ignore_eos) or token in params.stop_token_ids:
@@ -401,6 +438,7 @@ class Scheduler:
                 finish_reason=finish,
                 usage=usage,
                 adapter=request.adapter,
+                index=request.index,
                 prompt_logprobs=request.prompt_logprobs if len(request.output) == 1 else None,
             ),
         )
@@ -426,3 +464,12 @@ class Scheduler:
         with self._lock:
             job = self.score_jobs.popleft()
         self.adapters.release(job.key)
+
+
+def cache_rows(requests: list[Request]) -> list[int]:
+    """The KV-cache rows of admitted requests (each holds one from admission to its end)."""
+    rows = []
+    for request in requests:
+        assert request.row is not None, "an admitted request without its cache row"
+        rows.append(request.row)
+    return rows

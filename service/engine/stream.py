@@ -10,25 +10,32 @@ from service.engine.request import Event, Request, TokenEvent
 
 
 class TokenStream:
-    """The events of one generation, in order; the last has ``finish_reason``.
+    """The events of one generation, in order per choice; each choice's last event has
+    ``finish_reason``, and the stream ends after the last choice's.
 
     Iterate with ``async for``. Closing it early (``aclose``, leaving ``async with``, a cancelled
-    task, or dropping it) cancels the request: its batch row is freed within one engine step.
+    task, or dropping it) cancels the request: its batch rows are freed within one engine step.
     """
 
     def __init__(
         self,
-        request: Request,
+        requests: list[Request],
         events: asyncio.Queue[Event],
-        cancel: Callable[[Request], None],
+        cancel: Callable[[list[Request]], None],
     ):
-        self._request, self._events, self._cancel = request, events, cancel
+        self._requests, self._events, self._cancel = requests, events, cancel
+        self._running = len(requests)  # choices not finished yet
         self._done = False
+
+    @property
+    def n(self) -> int:
+        """How many choices the stream carries."""
+        return len(self._requests)
 
     @property
     def adapter(self) -> str | None:
         """The version serving this request (``name@3``), None for the base."""
-        return self._request.adapter
+        return self._requests[0].adapter
 
     def __aiter__(self) -> TokenStream:
         return self
@@ -44,13 +51,15 @@ class TokenStream:
         if isinstance(event, BaseException):
             self._done = True
             raise event
-        self._done = event.finish_reason is not None
+        if event.finish_reason is not None:
+            self._running -= 1
+            self._done = self._running == 0
         return event
 
     async def aclose(self) -> None:
         if not self._done:
             self._done = True
-            self._cancel(self._request)
+            self._cancel(self._requests)
 
     async def __aenter__(self) -> Self:
         return self
@@ -60,4 +69,4 @@ class TokenStream:
 
     def __del__(self) -> None:
         if not self._done:  # abandoned without being closed
-            self._cancel(self._request)
+            self._cancel(self._requests)

@@ -25,9 +25,11 @@ class IncrementalDecoder:
         self.read_offset = len(self.ids)
 
     def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(
+        text = self.tokenizer.decode(
             ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
+        assert isinstance(text, str)  # one sequence of ids decodes to one string
+        return text
 
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)

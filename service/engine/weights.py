@@ -23,10 +23,9 @@ from safetensors.torch import load_file
 
 from core.base.info import BaseModelInfo
 from core.errors import InvalidAdapter
-from core.registry.manifest import AdapterKind
+from core.registry.manifest import WEIGHTS_FILE, AdapterKind
 from core.registry.validation import (
     SCORE_KEY,
-    WEIGHTS_FILE,
     parse_lora_key,
     validate_adapter_folder,
 )

@@ -9,7 +9,16 @@ from typing import BinaryIO
 from core.errors import InvalidRequest
 from core.names import parse_ref
 from core.settings import Settings
-from core.store import AdapterVersion, Feedback, FeedbackCreate, ImportLimits, Snapshot, Store
+from core.store import (
+    AdapterVersion,
+    Feedback,
+    FeedbackCreate,
+    ImportLimits,
+    PreferenceRow,
+    Snapshot,
+    Store,
+    VertexRow,
+)
 from core.store.records import ExportFormat
 from service.completion_log import CompletionLogWriter
 from service.feedback.protocol import (
@@ -89,7 +98,7 @@ class FeedbackService:
         )
         return ImportReportPublic.model_validate(asdict(report))
 
-    def export(self, use_case: str, fmt: ExportFormat, include_ties: bool) -> Iterator[dict]:
+    def export(self, use_case: str, fmt: ExportFormat, include_ties: bool) -> Iterator[VertexRow | PreferenceRow]:
         return self.store.feedback.export(use_case, fmt, include_ties=include_ties)
 
     def stats(self, use_case: str | None, a: str | None, b: str | None) -> FeedbackStatsPublic:

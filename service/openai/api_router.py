@@ -92,12 +92,12 @@ def _sse(
                 async for chunk in chunks:
                     yield f"data: {json.dumps(chunk)}\n\n"
         except TimeoutError:
-            yield f"data: {domain_error_response(_timed_out(timeout)).body.decode()}\n\n"
+            yield f"data: {bytes(domain_error_response(_timed_out(timeout)).body).decode()}\n\n"
         except LoraloopError as e:
-            yield f"data: {domain_error_response(e).body.decode()}\n\n"
+            yield f"data: {bytes(domain_error_response(e).body).decode()}\n\n"
         except Exception:  # a failed engine step: the client still gets an error event
             log.exception("generation failed mid-stream")
-            yield f"data: {internal_error_response().body.decode()}\n\n"
+            yield f"data: {bytes(internal_error_response().body).decode()}\n\n"
         finally:
             # On a client disconnect this task is cancelled, and anyio re-raises the
             # cancellation at every await: shield the close so the engine frees the row now.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -46,7 +46,10 @@ class SamplingFields(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(-1, ge=-1, description="-1 disables top-k (extension).")
     ignore_eos: bool = Field(False, description="Generate past the end-of-sequence token (extension).")
-    n: int = Field(1, ge=1, le=1, description="Only n=1 is supported; ask again for more.")
+    n: int = Field(
+        1, ge=1, description="Choices to generate, up to the server's max_n; the prompt is computed "
+        "once for all of them.",
+    )
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=-(1 << 63), le=(1 << 63) - 1, description="A 64-bit signed integer.")
     stream: bool = False
@@ -121,7 +124,7 @@ class CompletionRequest(SamplingFields):
     @property
     def prompts(self) -> list[Prompt]:
         assert isinstance(self.prompt, list)  # the validator made it a list of prompts
-        return list(self.prompt)
+        return list(cast(list[Prompt], self.prompt))
 
 
 class ChatMessage(BaseModel):
@@ -169,7 +172,10 @@ class CompletionResponse(BaseModel):
     choices: list[CompletionChoice]
     usage: Usage | None = None
     completion_id: str | None = Field(
-        None, description="Id of the logged completion, for POST /v1/feedback (loraloop)."
+        None, description="Id of the logged completion (choice 0's), for POST /v1/feedback (loraloop)."
+    )
+    completion_ids: list[str] | None = Field(
+        None, description="Id of each choice's logged completion, by choice index (loraloop)."
     )
 
 
@@ -207,6 +213,7 @@ class ChatCompletionResponse(BaseModel):
     choices: list[ChatChoice]
     usage: Usage
     completion_id: str | None = None
+    completion_ids: list[str] | None = None
 
 
 class ChatDelta(BaseModel):
@@ -228,6 +235,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
+    completion_id: str | None = None
 
 
 class ModelCard(BaseModel):

@@ -10,10 +10,10 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from core.errors import InvalidRequest
 from core.names import parse_ref
@@ -69,7 +69,9 @@ CompletionSink = Callable[[CompletionRecord], None]
 
 @dataclass
 class Generation:
-    """A generation in progress: the request's events plus what the response needs."""
+    """A generation in progress: the request's events plus what the response needs.
+
+    ``ids[i]`` is the id choice i is logged under (``ids[0]`` is also the response's ``id``)."""
 
     id: str
     prompt: str
@@ -77,8 +79,19 @@ class Generation:
     params: SamplingParams
     events: TokenStream
     started: float
+    ids: list[str] = field(default_factory=list)
+    unfinished: int = field(init=False)  # choices still generating (for metrics)
     # max_tokens 0 (echo): the engine decodes its one token, which the response leaves out.
     prompt_only: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.ids:
+            self.ids = [self.id]
+        self.unfinished = self.events.n
+
+    @property
+    def n(self) -> int:
+        return self.events.n
 
     async def aclose(self) -> None:
         await self.events.aclose()
@@ -86,14 +99,19 @@ class Generation:
 
 @dataclass
 class Completions:
-    """A completions request in progress: one generation per prompt, in the prompts' order
-    (choice ``i`` answers prompt ``i``). Its id is the first generation's."""
+    """A completions request in progress: one generation per prompt, in the prompts' order,
+    each of n choices. Choice ``p * n + j`` is choice j of prompt p (vLLM's numbering). Its id
+    is the first generation's."""
 
     generations: list[Generation]
 
     @property
     def id(self) -> str:
         return self.generations[0].id
+
+    @property
+    def n(self) -> int:
+        return self.generations[0].n
 
     async def aclose(self) -> None:
         for generation in self.generations:
@@ -186,10 +204,11 @@ class OpenAIServing:
         left = self.engine.max_context - len(prompt_ids)
         return max(1, min(self.engine.settings.max_new_tokens, left))
 
-    async def _start(self, prompt: str, prompt_ids: list[int], model: str, params: SamplingParams, prefix: str) -> Generation:
+    async def _start(self, prompt: str, prompt_ids: list[int], request: SamplingFields, params: SamplingParams, prefix: str) -> Generation:
         started = time.monotonic()
-        events = await self.engine.submit(prompt_ids, self.adapter_of(model), params)
-        return Generation(new_id(prefix), prompt, prompt_ids, params, events, started)
+        events = await self.engine.submit(prompt_ids, self.adapter_of(request.model), params, request.n)
+        ids = [new_id(prefix) for _ in range(request.n)]
+        return Generation(ids[0], prompt, prompt_ids, params, events, started, ids)
 
     def _encode(self, prompt: Prompt) -> tuple[str, list[int]]:
         """(text, token ids) of a prompt given as either."""
@@ -197,10 +216,13 @@ class OpenAIServing:
             return prompt, self.tokenizer(prompt)["input_ids"]
         if max(prompt) >= self.engine.vocab_size:
             raise InvalidRequest("the prompt holds token ids outside the vocabulary", param="prompt")
-        return self.tokenizer.decode(prompt, skip_special_tokens=True), list(prompt)
+        text = self.tokenizer.decode(prompt, skip_special_tokens=True)
+        assert isinstance(text, str)  # one sequence of ids decodes to one string
+        return text, list(prompt)
 
     async def start_completion(self, request: CompletionRequest) -> Completions:
-        """One generation per prompt; all are queued, or none (an error closes the others)."""
+        """One generation (of n choices) per prompt; all are queued, or none (an error closes
+        the others)."""
         prompts = request.prompts
         queue = self.engine.settings.max_queue
         if len(prompts) > queue:
@@ -226,7 +248,7 @@ class OpenAIServing:
         generations: list[Generation] = []
         try:
             for text, prompt_ids in encoded:
-                generation = await self._start(text, prompt_ids, request.model, params, "cmpl")
+                generation = await self._start(text, prompt_ids, request, params, "cmpl")
                 generation.prompt_only = max_tokens == 0
                 generations.append(generation)
         except BaseException:
@@ -238,52 +260,59 @@ class OpenAIServing:
     async def start_chat(self, request: ChatCompletionRequest) -> Generation:
         messages = [m.model_dump() for m in request.messages]
         self._check_length(sum(len(m.content) for m in request.messages))
-        prompt_ids = await self._off_loop(
+        # tokenize=True, return_dict=False: the ids of one conversation; decode gives one string.
+        prompt_ids = cast(list[int], await self._off_loop(
             lambda: self.tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, tokenize=True, return_dict=False
             )
-        )
-        prompt = await self._off_loop(lambda: self.tokenizer.decode(prompt_ids))
+        ))
+        prompt = cast(str, await self._off_loop(lambda: self.tokenizer.decode(prompt_ids)))
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         max_tokens = request.max_completion_tokens or request.max_tokens or self._rest_of_context(prompt_ids)
         params = self._sampling(request, max_tokens, logprobs)
-        return await self._start(prompt, list(prompt_ids), request.model, params, "chatcmpl")
+        return await self._start(prompt, list(prompt_ids), request, params, "chatcmpl")
 
     async def _observed(self, generation: Generation) -> AsyncIterator[TokenEvent]:
-        """The events, measured for /metrics and logged when finished."""
+        """The events, measured for /metrics; each choice is logged when it finishes."""
         name = self.metrics.model_name
-        last = generation.started
-        text: list[str] = []
+        last = [generation.started] * generation.n
+        text: list[list[str]] = [[] for _ in range(generation.n)]
         async for event in generation.events:
             if generation.prompt_only:
                 event = _without_token(event)
             now_ = time.monotonic()
-            if not text:
+            i = event.index
+            if not any(text):
                 self.metrics.time_to_first_token.labels(name).observe(now_ - generation.started)
-            else:
-                self.metrics.inter_token_latency.labels(name).observe(now_ - last)
-            last = now_
-            text.append(event.text)
+            elif text[i]:
+                self.metrics.inter_token_latency.labels(name).observe(now_ - last[i])
+            last[i] = now_
+            text[i].append(event.text)
             if event.finish_reason is not None:
-                self._finished(generation, event, "".join(text), now_)
+                self._finished(generation, event, "".join(text[i]), now_)
             yield event
 
     def _finished(self, generation: Generation, event: TokenEvent, text: str, at: float) -> None:
+        """Choice ``event.index`` ended: counted, and logged as a completion of its own. The
+        request's prompt and its end count once, whatever its n."""
         assert event.usage is not None
         name = self.metrics.model_name
         seconds = at - generation.started
-        self.metrics.e2e_latency.labels(name).observe(seconds)
-        self.metrics.prompt_tokens.labels(name).inc(event.usage.prompt_tokens)
+        generation.unfinished -= 1
+        if event.index == 0:
+            self.metrics.prompt_tokens.labels(name).inc(event.usage.prompt_tokens)
         self.metrics.generation_tokens.labels(name).inc(event.usage.completion_tokens)
-        self.metrics.request_success.labels(name, event.finish_reason).inc()
         adapter, _, version = (event.adapter or "base@").partition("@")
-        self.metrics.adapter_requests.labels(adapter, version or "-").inc()
-        self.metrics.adapter_latency.labels(adapter).observe(seconds)
+        if generation.unfinished == 0:
+            self.metrics.e2e_latency.labels(name).observe(seconds)
+            self.metrics.request_success.labels(name, event.finish_reason).inc()
+            self.metrics.adapter_requests.labels(adapter, version or "-").inc()
+            self.metrics.adapter_latency.labels(adapter).observe(seconds)
         if self.completion_sink is not None:
             params = generation.params
             self.completion_sink(
                 CompletionRecord(
-                    id=generation.id,
+                    id=generation.ids[event.index],
                     adapter=event.adapter,
                     prompt=generation.prompt,
                     completion=text,
@@ -305,15 +334,30 @@ class OpenAIServing:
             )
 
     def _token(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        text = self.tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        assert isinstance(text, str)  # one sequence of ids decodes to one string
+        return text
 
     def _top(self, top: dict[int, float] | None) -> dict[str, float]:
         return {self._token(t): lp for t, lp in (top or {}).items()}
 
     # --- responses: completions ---
 
-    def _logging_id(self, generation: Generation) -> str | None:
-        return generation.id if self.completion_sink is not None else None
+    def _logging_id(self, generation: Generation, index: int = 0) -> str | None:
+        return generation.ids[index] if self.completion_sink is not None else None
+
+    def _logging_ids(self, *generations: Generation) -> list[str] | None:
+        """Every choice's logged id, by choice index (prompt by prompt, n each)."""
+        if self.completion_sink is None:
+            return None
+        return [id_ for generation in generations for id_ in generation.ids]
+
+    async def _by_choice(self, generation: Generation) -> list[list[TokenEvent]]:
+        """Every event of a finished generation, grouped by choice index."""
+        by_choice: list[list[TokenEvent]] = [[] for _ in range(generation.n)]
+        async for e in self._observed(generation):
+            by_choice[e.index].append(e)
+        return by_choice
 
     def _top_with(self, token: str, logprob: float | None, top: dict[int, float] | None) -> dict[str, float]:
         """The top alternatives and the token itself (up to logprobs + 1 entries, as in OpenAI)."""
@@ -345,8 +389,9 @@ class OpenAIServing:
         first: bool = True,
         offset: int | None = None,
     ) -> CompletionChoice:
-        """Choice ``index`` from ``events`` (all of them, or a stream's next one; ``first``: the
-        first, which carries the echoed prompt; ``offset``: text before the events' text)."""
+        """Choice ``index`` from ``events`` of one of ``generation``'s choices (all of them, or
+        a stream's next one; ``first``: the first, which carries the echoed prompt; ``offset``:
+        text before the events' text)."""
         generated = [] if generation.prompt_only else events
         echo = request.echo and first
         logprobs = None
@@ -370,16 +415,17 @@ class OpenAIServing:
             text=(generation.prompt if echo else "") + "".join(e.text for e in generated),
             logprobs=logprobs,
             finish_reason=last.finish_reason,
-            completion_id=self._logging_id(generation) if last.finish_reason else None,
+            # each choice's last chunk carries the id its completion is logged under
+            completion_id=self._logging_id(generation, last.index) if last.finish_reason else None,
         )
 
     async def completion(self, request: CompletionRequest, completions: Completions) -> CompletionResponse:
-        generations = completions.generations
-        events: list[list[TokenEvent]] = [[] for _ in generations]
+        generations, n = completions.generations, completions.n
+        events: list[list[TokenEvent]] = [[] for _ in range(len(generations) * n)]
         try:
             async with contextlib.aclosing(_merged([self._observed(g) for g in generations])) as merged:
-                async for i, event in merged:
-                    events[i].append(event)
+                async for p, event in merged:
+                    events[p * n + event.index].append(event)
         finally:
             # Cancelled (timeout, disconnect) or failed: free every row now. A read that was
             # cancelled before it started never reached its stream to close it.
@@ -389,21 +435,24 @@ class OpenAIServing:
             id=completions.id,
             created=now(),
             model=self.served_model(request.model, lasts[0].adapter),
-            choices=[self._choice(request, i, g, e) for i, (g, e) in enumerate(zip(generations, events, strict=True))],
-            usage=_usage(*lasts),
+            choices=[self._choice(request, i, generations[i // n], e) for i, e in enumerate(events)],
+            usage=_total([_usage(*lasts[p * n : (p + 1) * n]) for p in range(len(generations))]),
             completion_id=self._logging_id(generations[0]),
+            completion_ids=self._logging_ids(*generations),
         )
 
-    async def completion_chunks(self, request: CompletionRequest, completions: Completions) -> AsyncIterator[dict]:
+    async def completion_chunks(self, request: CompletionRequest, completions: Completions) -> AsyncGenerator[dict, None]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         created = now()
-        generations = completions.generations
-        lasts: list[TokenEvent | None] = [None] * len(generations)
-        offsets = [len(g.prompt) for g in generations]  # where each choice's next text starts
+        generations, n = completions.generations, completions.n
+        lasts: list[TokenEvent | None] = [None] * (len(generations) * n)
+        # where each choice's next text starts
+        offsets = [len(g.prompt) for g in generations for _ in range(n)]
         model = request.model
         async with contextlib.aclosing(_merged([self._observed(g) for g in generations])) as merged:
-            async for i, e in merged:
-                choice = self._choice(request, i, generations[i], [e], first=lasts[i] is None, offset=offsets[i])
+            async for p, e in merged:
+                i = p * n + e.index
+                choice = self._choice(request, i, generations[p], [e], first=lasts[i] is None, offset=offsets[i])
                 offsets[i] += len(e.text)
                 lasts[i] = e
                 model = self.served_model(request.model, e.adapter)
@@ -411,10 +460,11 @@ class OpenAIServing:
                     id=completions.id, created=created, model=model, choices=[choice],
                     completion_id=choice.completion_id,
                 ).model_dump()
-        if include_usage and all(lasts):
+        if include_usage and all(e is not None for e in lasts):
+            ended = [e for e in lasts if e is not None]
             yield CompletionResponse(
                 id=completions.id, created=created, model=model, choices=[],
-                usage=_usage(*(e for e in lasts if e is not None)),
+                usage=_total([_usage(*ended[p * n : (p + 1) * n]) for p in range(len(generations))]),
             ).model_dump()
 
     # --- responses: chat ---
@@ -428,53 +478,71 @@ class OpenAIServing:
         return ChatLogprobs(content=content)
 
     async def chat(self, request: ChatCompletionRequest, generation: Generation) -> ChatCompletionResponse:
-        events = [e async for e in self._observed(generation)]
-        last = events[-1]
+        by_choice = await self._by_choice(generation)
+        lasts = [events[-1] for events in by_choice]
         return ChatCompletionResponse(
             id=generation.id,
             created=now(),
-            model=self.served_model(request.model, last.adapter),
-            choices=[ChatChoice(
-                message=ChatResponseMessage(content="".join(e.text for e in events)),
-                logprobs=self._chat_logprobs(events) if request.logprobs else None,
-                finish_reason=last.finish_reason,
-            )],
-            usage=_usage(last),
+            model=self.served_model(request.model, lasts[0].adapter),
+            choices=[
+                ChatChoice(
+                    index=i,
+                    message=ChatResponseMessage(content="".join(e.text for e in events)),
+                    logprobs=self._chat_logprobs(events) if request.logprobs else None,
+                    finish_reason=events[-1].finish_reason,
+                )
+                for i, events in enumerate(by_choice)
+            ],
+            usage=_usage(*lasts),
             completion_id=self._logging_id(generation),
+            completion_ids=self._logging_ids(generation),
         )
 
-    async def chat_chunks(self, request: ChatCompletionRequest, generation: Generation) -> AsyncIterator[dict]:
+    async def chat_chunks(self, request: ChatCompletionRequest, generation: Generation) -> AsyncGenerator[dict, None]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         created = now()
-        first = True
+        opened: set[int] = set()
+        lasts: list[TokenEvent] = []
         async for e in self._observed(generation):
             model = self.served_model(request.model, e.adapter)
-            if first:  # OpenAI opens every chat stream with the role
+            if e.index not in opened:  # OpenAI opens every choice's stream with the role
                 yield ChatCompletionChunk(
                     id=generation.id, created=created, model=model,
-                    choices=[ChatChunkChoice(delta=ChatDelta(role="assistant", content=""))],
+                    choices=[ChatChunkChoice(index=e.index, delta=ChatDelta(role="assistant", content=""))],
                 ).model_dump()
-                first = False
+                opened.add(e.index)
             yield ChatCompletionChunk(
                 id=generation.id, created=created, model=model,
                 choices=[ChatChunkChoice(
+                    index=e.index,
                     delta=ChatDelta(content=e.text),
                     logprobs=self._chat_logprobs([e]) if request.logprobs else None,
                     finish_reason=e.finish_reason,
                 )],
+                completion_id=self._logging_id(generation, e.index) if e.finish_reason else None,
             ).model_dump()
-            if e.finish_reason is not None and include_usage:
-                yield ChatCompletionChunk(
-                    id=generation.id, created=created, model=model, choices=[], usage=_usage(e)
-                ).model_dump()
+            if e.finish_reason is not None:
+                lasts.append(e)
+                if include_usage and len(lasts) == generation.n:
+                    yield ChatCompletionChunk(
+                        id=generation.id, created=created, model=model, choices=[], usage=_usage(*lasts)
+                    ).model_dump()
 
 
-def _usage(*last: TokenEvent) -> Usage:
-    """Usage of one generation, or the sum of several, from their last events."""
-    usages = [event.usage for event in last]
-    assert all(u is not None for u in usages)
-    prompt = sum(u.prompt_tokens for u in usages if u)
-    completion = sum(u.completion_tokens for u in usages if u)
+def _total(usages: list[Usage]) -> Usage:
+    """The usage of several prompts' generations: their sum."""
+    prompt = sum(u.prompt_tokens for u in usages)
+    completion = sum(u.completion_tokens for u in usages)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def _usage(*lasts: TokenEvent) -> Usage:
+    """A request's usage from each choice's last event: the prompt counts once, as OpenAI
+    counts it."""
+    usages = [e.usage for e in lasts if e.usage is not None]
+    assert len(usages) == len(lasts), "every choice's last event carries its usage"
+    prompt = usages[0].prompt_tokens
+    completion = sum(u.completion_tokens for u in usages)
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
@@ -487,7 +555,7 @@ def _without_token(event: TokenEvent) -> TokenEvent:
     )
 
 
-async def _merged(streams: list[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]:
+async def _merged(streams: list[AsyncIterator[T]]) -> AsyncGenerator[tuple[int, T], None]:
     """Items of several async iterators as they come, each with its iterator's index. Closing
     it cancels the pending reads; the caller closes the iterators' sources (a read cancelled
     before it started leaves its iterator as it was)."""

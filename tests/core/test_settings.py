@@ -53,6 +53,14 @@ def test_a_missing_config_file_is_named(tmp_path, monkeypatch):
         Settings()
 
 
+def test_a_config_file_that_is_not_a_mapping_is_refused(tmp_path, monkeypatch):
+    config = tmp_path / "loraloop.yaml"
+    config.write_text("- device: cuda\n")
+    monkeypatch.setenv("LORALOOP_CONFIG", str(config))
+    with pytest.raises(ValueError, match="must hold a mapping"):
+        Settings()
+
+
 def test_the_s3_secret_never_shows_in_output(monkeypatch):
     monkeypatch.setenv("LORALOOP_S3_SECRET_ACCESS_KEY", "hunter2-secret")
     settings = Settings()

@@ -28,9 +28,6 @@ VALUES = {"default": None, "gpu-s3-postgres": CHART / "ci" / "gpu-s3-postgres-va
 KUBERNETES_VERSIONS = [all_versions()[0], all_versions()[-1]]
 # Kinds from CRDs, which kubernetes-validate has no schema for.
 CRD_KINDS = {"ServiceMonitor"}
-# Settings the chart already passes to the worker while the jobs work adds them to
-# core/settings.py; they are checked like any other once they exist.
-PENDING_SETTINGS = {"job_runner"}
 SECRET_SETTINGS = {"api_keys", "database_url", "s3_access_key_id", "s3_secret_access_key"}
 DUMMY_SECRETS = {
     "LORALOOP_API_KEYS": '[{"name": "ci", "key": "0123456789abcdef", "scopes": ["admin"]}]',
@@ -178,8 +175,6 @@ def test_both_values_files_render_every_template(helm):
 def _is_setting(name: str) -> bool:
     """LORALOOP_FIELD or LORALOOP_FIELD__SUBFIELD names a field of Settings."""
     field, *nested = name.removeprefix("LORALOOP_").lower().split("__")
-    if field in PENDING_SETTINGS and field not in Settings.model_fields:
-        return True
     info = Settings.model_fields.get(field)
     if info is None:
         return False

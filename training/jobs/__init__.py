@@ -1,1 +1,2 @@
-"""Training jobs: the worker that runs queued jobs and the runners that start them."""
+"""Training jobs: ``run-job`` (one job, in its own process), the worker that launches them, and
+the runners that start those processes (a local child process, or Kubernetes)."""

@@ -1,7 +1,40 @@
-"""loraloop's Python SDK and `loraloop` CLI: not written yet.
+"""loraloop's Python SDK: ``Client`` / ``AsyncClient`` for adapters, feedback, rewards and
+training jobs of a loraloop server, and ``client.openai()`` for completions and chat.
 
-This distribution is a placeholder so the layout and packaging are in place; it has no
-functionality. Until the SDK lands, any OpenAI client works against the server's /v1 API.
+    from loraloop_client import Client
+
+    with Client() as client:  # LORALOOP_BASE_URL, LORALOOP_API_KEY
+        print([a.name for a in client.adapters.list()])
 """
 
-__version__ = "0.0.1"
+from loraloop_client._client import AsyncClient, Client
+from loraloop_client._exceptions import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    InternalServerError,
+    LoraloopError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestTooLargeError,
+    ServiceUnavailableError,
+    UnprocessableEntityError,
+)
+from loraloop_client._version import __version__
+from loraloop_client.resources.adapters import Adapter, Alias, Residency, Version
+from loraloop_client.resources.feedback import Feedback, FeedbackStats, ImportReport, Snapshot
+from loraloop_client.resources.jobs import Job, JobList, JobLogs, LogLine, MetricPoint
+
+__all__ = [
+    "APIConnectionError", "APIError", "APIStatusError", "APITimeoutError", "Adapter", "Alias",
+    "AsyncClient", "AuthenticationError", "BadRequestError", "Client", "ConflictError",
+    "Feedback", "FeedbackStats", "ImportReport", "InternalServerError", "Job", "JobList",
+    "JobLogs", "LogLine", "LoraloopError", "MetricPoint", "NotFoundError",
+    "PermissionDeniedError", "RateLimitError", "RequestTooLargeError", "Residency",
+    "ServiceUnavailableError", "Snapshot", "UnprocessableEntityError", "Version", "__version__",
+]

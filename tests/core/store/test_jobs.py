@@ -88,7 +88,7 @@ def test_concurrent_workers_never_claim_the_same_job(database_url: str) -> None:
 
 
 def test_claiming_a_given_job_works_once(store: Store) -> None:
-    job = store.jobs.create("pipeline", "qa")
+    job = store.jobs.create("round", "qa")
     assert store.jobs.claim(job.id, "runner").state == JobState.RUNNING
     with pytest.raises(Conflict):
         store.jobs.claim(job.id, "runner")

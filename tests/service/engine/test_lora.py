@@ -77,11 +77,15 @@ def test_mixed_batch_rows_match_peft_with_their_own_adapter(
 def test_batch_rows_equal_gathered_rows_after_join_and_leave(lora_model):
     ids, mask, positions = _left_pad(PROMPTS)
     batch = lora_model.batch_rows(capacity=8)
-    batch.append([2, 0])
-    batch.append([4, 1])  # rows: beta, base, delta, alpha
-    batch.keep([0, 2, 3])  # base row leaves
-    batch.append([3])  # gamma joins
-    assert batch.slots == [2, 4, 1, 3]
+    batch.assign([0, 1], [2, 0])
+    batch.assign([2, 3], [4, 1])  # rows: beta, base, delta, alpha
+    batch.release([1])  # base row leaves
+    batch.assign([1], [3])  # gamma joins in its free row: nothing moved
+    assert batch.slots[:4] == [2, 3, 4, 1]
+    batch.release([1, 2, 3])
+    batch.assign([1, 2, 3], [4, 1, 3])  # rows leave and join in any order
+    assert batch.slots[:4] == [2, 4, 1, 3]
+    batch.width = 4
     with lora_model.use(batch):
         got = lora_model.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
     with lora_model.use(lora_model.gather([2, 4, 1, 3])):

@@ -139,6 +139,31 @@ def test_prompt_logprobs_equal_log_softmax_of_a_plain_forward_pass(make_engine, 
             assert list(entry.top.values()) == pytest.approx(values.tolist(), abs=1e-4)
 
 
+def test_n_choices_of_each_prompt_share_its_prompt_logprobs_from_the_chunked_prefill(make_engine, base_model):
+    engine = make_engine(prefill_chunk_tokens=16)  # 2 prompts x 2 choices over several chunks
+    prompts = [prompt(8, 21), prompt(9, 9)]
+    params = SamplingParams(max_tokens=3, temperature=1.0, seed=3, prompt_logprobs=0)
+
+    async def firsts(ids):
+        firsts = {}
+        async for event in await engine.submit(ids, None, params, 2):
+            firsts.setdefault(event.index, event)
+        return firsts
+
+    async def main():
+        return await asyncio.gather(*[firsts(ids) for ids in prompts])
+
+    for ids, by_choice in zip(prompts, run(main()), strict=True):
+        with torch.no_grad():
+            logp = torch.log_softmax(base_model(input_ids=torch.tensor([ids])).logits[0], -1)
+        expected = [logp[i - 1, ids[i]].item() for i in range(1, len(ids))]
+        assert sorted(by_choice) == [0, 1]
+        for event in by_choice.values():
+            assert event.prompt_logprobs is not None
+            assert [e.logprob for e in event.prompt_logprobs] == pytest.approx(expected, abs=1e-4)
+            assert all(e.top is None for e in event.prompt_logprobs)  # k = 0: the token's own
+
+
 def test_bad_penalties_are_refused_naming_the_field(make_engine):
     engine = make_engine()
     with pytest.raises(InvalidRequest) as e:

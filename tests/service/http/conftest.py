@@ -77,7 +77,7 @@ def server_settings(tmp_path_factory, tiny_llama_dir) -> Settings:
     settings = Settings(
         data_dir=data / "data", base_model=str(tiny_llama_dir), base_model_id="tiny-llama",
         device="cpu", dtype="float32", alias_poll_seconds=0, max_new_tokens=4000,
-        api_keys=API_KEYS,
+        api_keys=API_KEYS, start_worker=False,
     )
     publish_test_adapters(settings, data)
     return settings

@@ -46,6 +46,19 @@ def test_feedback_on_logged_completions_counts_per_version(client, labeler):
     assert any(v["model"] == "summarize@1" and v["wins"] >= 1 for v in stats["versions"])
 
 
+def test_feedback_on_a_pair_of_choices_from_one_call(client, labeler):
+    prompt = "Summarize: rain is expected all week."
+    r = client.post("/v1/completions", json={"model": "summarize", "prompt": prompt, "max_tokens": 8,
+                                             "temperature": 1.0, "seed": 4, "n": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    r = labeler.post("/v1/feedback", json={"use_case": "summarize", "completion_ids": body["completion_ids"], "choice": 1})
+    assert r.status_code == 201, r.text
+    record = r.json()
+    assert record["prompt"] == prompt
+    assert record["candidates"] == [c["text"] for c in body["choices"]]
+
+
 def test_an_idempotency_key_makes_a_retry_count_once(labeler):
     body = {"use_case": "support", "prompt": "Where is my order?", "candidates": ["It ships today.", "Dunno."], "choice": 0}
     first = labeler.post("/v1/feedback", json=body, headers={"Idempotency-Key": "retry-1"})

@@ -85,10 +85,46 @@ def test_errors_arrive_as_typed_openai_exceptions(oai, base_url):
     with pytest.raises(openai.BadRequestError, match="temperature"):
         oai.completions.create(model="base", prompt="x", temperature=3)
     with pytest.raises(openai.BadRequestError, match="n"):
-        oai.completions.create(model="base", prompt="x", n=2)
+        oai.completions.create(model="base", prompt="x", n=1000)  # beyond max_n
     with pytest.raises(openai.BadRequestError, match="reward"):
         oai.completions.create(model="judge", prompt="x", max_tokens=2)
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{base_url}/v1", api_key="wrong-key-0123456789", max_retries=0).models.list()
     admin = openai.OpenAI(base_url=f"{base_url}/v1", api_key=ADMIN_KEY, max_retries=0)
     assert admin.models.list().data  # admin holds every scope
+
+
+def test_n_choices_each_have_an_index_and_a_logged_completion_id(oai):
+    kwargs = dict(model="summarize", prompt="Once upon a time", max_tokens=8, temperature=1.0, seed=11, n=3)
+    whole = oai.completions.create(**kwargs)
+    assert [c.index for c in whole.choices] == [0, 1, 2]
+    assert len({c.text for c in whole.choices}) > 1  # three samples, not one copied
+    ids = whole.model_extra["completion_ids"]
+    assert len(set(ids)) == 3 and ids[0] == whole.model_extra["completion_id"]
+    assert whole.usage.completion_tokens == 24 and whole.usage.prompt_tokens < 24
+
+    chunks = list(oai.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}))
+    texts, streamed_ids = ["", "", ""], {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.text
+            if choice.finish_reason:
+                streamed_ids[choice.index] = chunk.model_extra["completion_id"]
+    assert texts == [c.text for c in whole.choices]  # seeded: the same three choices
+    assert sorted(streamed_ids) == [0, 1, 2] and len(set(streamed_ids.values())) == 3
+    assert chunks[-1].usage.completion_tokens == 24
+
+
+def test_chat_streams_n_choices_each_opened_with_the_role(oai):
+    messages = [{"role": "user", "content": "Hello"}]
+    kwargs = dict(model="support", messages=messages, max_tokens=6, temperature=0.9, seed=5, n=2)
+    whole = oai.chat.completions.create(**kwargs)
+    assert [c.index for c in whole.choices] == [0, 1]
+    assert len(whole.model_extra["completion_ids"]) == 2
+    contents, roles = ["", ""], [None, None]
+    for chunk in oai.chat.completions.create(**kwargs, stream=True):
+        for choice in chunk.choices:
+            roles[choice.index] = roles[choice.index] or choice.delta.role
+            contents[choice.index] += choice.delta.content or ""
+    assert roles == ["assistant", "assistant"]
+    assert contents == [c.message.content for c in whole.choices]

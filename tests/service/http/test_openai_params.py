@@ -4,6 +4,9 @@ where it applies, checked against plain transformers and peft on the tiny model.
 
 from __future__ import annotations
 
+import json
+
+import httpx
 import openai
 import pytest
 import torch
@@ -15,7 +18,7 @@ from core.base.folders import base_model_info
 from core.registry import open_registry
 from service.engine import SamplingParams
 from tests.service.engine.test_penalties import reference_greedy
-from tests.service.http.conftest import INFER_KEY
+from tests.service.http.conftest import FEEDBACK_KEY, INFER_KEY, auth
 from tests.service.http.test_errors import assert_error
 
 
@@ -79,6 +82,52 @@ def test_several_prompts_stream_with_their_choice_index(oai):
     assert [texts[0], texts[1]] == [c.text for c in whole.choices]
     assert texts[0].startswith(prompts[0]) and texts[1].startswith(prompts[1])
     assert chunks[-1].usage.model_dump() == whole.usage.model_dump()
+
+
+def test_several_prompts_with_n_number_choices_as_vllm_and_log_each(client, base_url, tokenizer):
+    prompts = ["Summarize: the cat sat on the mat.", "Summarize: rain is expected all week."]
+    n = 2
+    body = {"model": "summarize", "prompt": prompts, "n": n, "echo": True, "logprobs": 1,
+            "max_tokens": 6, "temperature": 1.0, "seed": 9}
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    whole = r.json()
+    choices = whole["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2, 3]  # prompt p's choice j is p * n + j
+    for c in choices:
+        prompt = prompts[c["index"] // n]
+        assert c["text"].startswith(prompt)
+        prompt_length = len(tokenizer(prompt)["input_ids"])
+        first_of_prompt = choices[c["index"] // n * n]["logprobs"]
+        # every choice echoes its prompt's log-probabilities, computed once by the shared prefill
+        assert c["logprobs"]["token_logprobs"][:prompt_length] == first_of_prompt["token_logprobs"][:prompt_length]
+    for p, prompt in enumerate(prompts):  # choice 0 of each prompt: what the seed gives alone
+        alone = client.post("/v1/completions", json=body | {"prompt": prompt, "n": 1}).json()
+        assert choices[p * n]["text"] == alone["choices"][0]["text"]
+    assert whole["usage"]["prompt_tokens"] == sum(len(tokenizer(t)["input_ids"]) for t in prompts)
+    assert whole["usage"]["completion_tokens"] == 4 * 6
+    ids = whole["completion_ids"]
+    assert len(set(ids)) == 4 and ids[0] == whole["completion_id"]
+    assert [c["completion_id"] for c in choices] == ids
+
+    # each choice is logged on its own, under its id: a pair of prompt 1's choices
+    with httpx.Client(base_url=base_url, headers=auth(FEEDBACK_KEY), timeout=60) as labeler:
+        r = labeler.post("/v1/feedback", json={"use_case": "summarize", "completion_ids": ids[2:], "choice": 0})
+    assert r.status_code == 201, r.text
+    assert r.json()["prompt"] == prompts[1]
+    assert r.json()["candidates"] == [c["text"][len(prompts[1]):] for c in choices[2:]]
+
+    with client.stream("POST", "/v1/completions", json=body | {"stream": True, "stream_options": {"include_usage": True}}) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    texts, streamed_ids = [""] * 4, [None] * 4
+    for chunk in events[:-1]:
+        (choice,) = chunk["choices"]
+        texts[choice["index"]] += choice["text"]
+        if choice["finish_reason"]:
+            streamed_ids[choice["index"]] = chunk["completion_id"]
+    assert texts == [c["text"] for c in choices]  # seeded: the same four choices
+    assert len(set(streamed_ids)) == 4 and None not in streamed_ids
+    assert events[-1]["usage"] == whole["usage"]
 
 
 @pytest.mark.parametrize("model", ["base", "summarize"])

@@ -27,6 +27,7 @@ def small_server(tmp_path_factory, tiny_llama_dir):
     settings = Settings(
         data_dir=data / "data", base_model=str(tiny_llama_dir), base_model_id="tiny-llama",
         device="cpu", dtype="float32", alias_poll_seconds=0, max_batch_size=8, max_queue=8,
+        start_worker=False,
     )
     registry = open_registry(settings, base_model_info(settings))
     for i in range(ADAPTERS):

@@ -23,7 +23,7 @@ def impatient_server(tmp_path_factory, tiny_llama_dir):
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("timeout") / "data", base_model=str(tiny_llama_dir),
         device="cpu", dtype="float32", alias_poll_seconds=0, max_new_tokens=4000,
-        request_timeout_seconds=0.5,
+        request_timeout_seconds=0.5, start_worker=False,
     )
     with serve(settings) as url:
         yield url

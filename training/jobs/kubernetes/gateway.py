@@ -144,6 +144,7 @@ class KubernetesGateway:
             f"list pods {label_selector}",
             lambda: self._core.list_namespaced_pod(ns, label_selector=label_selector),
         )
+        assert pods is not None  # not missing_ok: a failure raised
         return self._client.sanitize_for_serialization(pods.items)
 
     def read_pod_log(self, pod: str, container: str, tail_lines: int) -> str:
@@ -155,6 +156,7 @@ class KubernetesGateway:
                 pod, ns, container=container, tail_lines=tail_lines, _preload_content=False
             ),
         )
+        assert response is not None  # not missing_ok: a failure raised
         return response.data.decode("utf-8", errors="replace")
 
     def _call(self, what: str, call: Callable[[], T], missing_ok: bool = False) -> T | None:

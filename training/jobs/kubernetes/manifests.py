@@ -201,7 +201,9 @@ def _with_trainer(
     command: list[str],
 ) -> list[dict[str, Any]]:
     """The containers with ours (named CONTAINER, taken from the template if it has one) first."""
-    trainer = next((c for c in containers if c.get("name") == CONTAINER), {"name": CONTAINER})
+    trainer: dict[str, Any] = next(
+        (c for c in containers if c.get("name") == CONTAINER), {"name": CONTAINER}
+    )
     others = [c for c in containers if c.get("name") != CONTAINER]
     image = settings.image or trainer.get("image")
     if not image:

@@ -1,0 +1,3 @@
+from loraloop_client.cli import main
+
+main()

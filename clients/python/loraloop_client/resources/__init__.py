@@ -1,0 +1,1 @@
+"""One module per API area: its models and its sync and async resource classes."""

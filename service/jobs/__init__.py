@@ -1,0 +1,1 @@
+"""The jobs API: queue, follow and cancel training jobs."""

@@ -1,0 +1,140 @@
+"""What the dashboard shows, read from the registry, the engine and the store.
+
+Jobs are read through the store (``Store.jobs``) until the jobs API (issue 12) lands; the
+metric names plotted per job kind are in ``plots.PLOTS``. Blocking: run in a thread.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import InvalidRequest
+from core.store import AdapterVersion, FeedbackSource, Job, Store
+from core.store.stats import (
+    DEFAULT_MIN_HUMAN_VOTES,
+    DEFAULT_MIN_HUMAN_WIN_LOWER_BOUND,
+    HumanWinVerdict,
+    human_win_verdict,
+)
+from service.adapters.protocol import AdapterPublic
+from service.adapters.serving import AdapterService
+from service.labeling.serving import LabelingService
+from service.ui.plots import PLOTS, PlotSpec
+
+JOBS_SHOWN = 50
+GATE_KEYS = ("min_human_votes", "min_human_win_lower_bound")
+
+
+@dataclass(frozen=True)
+class Plot:
+    title: str
+    metric: str | None  # the name found, None when the job logged none of the spec's names
+    steps: list[int]
+    values: list[float | None]  # None where the value was not finite (uPlot draws a gap)
+
+
+@dataclass(frozen=True)
+class JobRow:
+    job: Job
+    spark: list[float]  # the first plot's series, for a sparkline
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Candidate against production of one adapter: the online promotion gate on human votes,
+    and the reward model's win rate from the candidate's evaluation."""
+
+    adapter: str
+    candidate: AdapterVersion
+    production: AdapterVersion
+    human: HumanWinVerdict
+    gate_source: str  # where the gate's thresholds came from
+    reward_model_win_rate: float | None
+    reward_model_source: str  # "judged pairs" (model feedback) or "evaluation" (version metrics)
+
+
+class DashboardService:
+    def __init__(self, store: Store, adapters: AdapterService, labeling: LabelingService):
+        self.store = store
+        self.adapters = adapters
+        self.labeling = labeling
+
+    def adapter_list(self) -> list[AdapterPublic]:
+        return self.adapters.list()
+
+    def jobs(self) -> list[JobRow]:
+        rows = []
+        for job in self.store.jobs.list(limit=JOBS_SHOWN):
+            first = self._plot(job, PLOTS[job.kind][0])
+            rows.append(JobRow(job, [v for v in first.values if v is not None]))
+        return rows
+
+    def job(self, job_id: str) -> tuple[Job, list[Plot]]:
+        job = self.store.jobs.get(job_id)
+        return job, [self._plot(job, spec) for spec in PLOTS[job.kind]]
+
+    def _plot(self, job: Job, spec: PlotSpec) -> Plot:
+        for name in spec.names:
+            points = self.store.jobs.metrics(job.id, name)
+            if points:
+                values = [p.value if math.isfinite(p.value) else None for p in points]
+                return Plot(spec.title, name, [p.step for p in points], values)
+        return Plot(spec.title, None, [], [])
+
+    def comparisons(self, adapters: list[AdapterPublic]) -> list[Comparison]:
+        """Every policy adapter whose candidate and production aliases point to two versions."""
+        found = []
+        for adapter in adapters:
+            candidate, production = adapter.aliases.get("candidate"), adapter.aliases.get("production")
+            if adapter.kind != "policy" or candidate is None or production is None or candidate == production:
+                continue
+            metrics = next((v.metrics for v in adapter.versions if v.version == candidate), {})
+            rm_win_rate = metrics.get("win_rate")
+            found.append(self.compare(
+                AdapterVersion(adapter.name, candidate), AdapterVersion(adapter.name, production),
+                rm_win_rate if isinstance(rm_win_rate, int | float) else None,
+            ))
+        return found
+
+    def compare(
+        self, candidate: AdapterVersion, production: AdapterVersion,
+        reward_model_win_rate: float | None = None,
+    ) -> Comparison:
+        if candidate == production:
+            raise InvalidRequest("compare two different versions", param="b")
+        use_case = candidate.adapter or production.adapter
+        rate = self.store.stats.win_rate(candidate, production, use_case, source=FeedbackSource.HUMAN)
+        thresholds, source = self.gate_thresholds(use_case)
+        # The reward model's verdict: its judgements of these two versions' completions (model
+        # feedback) when there are any, else the candidate's evaluation metric.
+        judged = self.store.stats.win_rate(candidate, production, use_case, source=FeedbackSource.MODEL)
+        rm_source = "evaluation"
+        if judged.total:
+            reward_model_win_rate, rm_source = judged.win_rate, f"{judged.total} judged pairs"
+        return Comparison(
+            adapter=use_case or "base", candidate=candidate, production=production,
+            human=human_win_verdict(rate, **thresholds), gate_source=source,
+            reward_model_win_rate=reward_model_win_rate, reward_model_source=rm_source,
+        )
+
+    def gate_thresholds(self, use_case: str | None) -> tuple[dict[str, Any], str]:
+        """The human-win gate of the newest job of the use case that configures it, else the
+        defaults; and a note saying which."""
+        if use_case is not None:
+            for job in self.store.jobs.list(use_case=use_case, limit=JOBS_SHOWN):
+                gates = job.params.get("gates") or {}
+                if any(gates.get(k) is not None for k in GATE_KEYS):
+                    return {
+                        "min_votes": int(gates.get("min_human_votes") or DEFAULT_MIN_HUMAN_VOTES),
+                        "min_lower_bound": float(
+                            gates.get("min_human_win_lower_bound") or DEFAULT_MIN_HUMAN_WIN_LOWER_BOUND
+                        ),
+                    }, f"gates of job {job.id}"
+        return {
+            "min_votes": DEFAULT_MIN_HUMAN_VOTES, "min_lower_bound": DEFAULT_MIN_HUMAN_WIN_LOWER_BOUND,
+        }, "default gate (no job configures min_human_votes / min_human_win_lower_bound)"
+
+    def version(self, ref: str, param: str) -> AdapterVersion:
+        return self.labeling.version(ref, param)

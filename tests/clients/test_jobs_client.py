@@ -1,0 +1,58 @@
+"""The jobs part of the SDK and CLI against a scripted HTTP server that answers as the jobs
+API's spec says (issue 12). End-to-end tests against the real server follow when that API is
+merged."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+from loraloop_client import Client
+from loraloop_client.cli import cli
+
+from tests.clients.fault_server import Reply, fault_server, scripted
+
+
+def job(state: str, step: int | None, **extra) -> Reply:
+    return Reply(200, {"object": "job", "id": "job-1", "kind": "ppo", "use_case": "demo", "state": state,
+                       "attempt": 1, "progress": {"step": step, "total_steps": 10, "fraction": 0.0,
+                                                  "eta_seconds": 12.0},
+                       "metrics": {"objective/scores": 0.5, "objective/kl": 0.02, "loss/policy_avg": 0.3},
+                       "a_field_added_later": True, **extra})
+
+
+RUN = [job("queued", None), job("running", 4), job("succeeded", 10, result={"versions": ["demo@2"]})]
+
+
+def test_wait_polls_to_the_end_and_reports_every_state():
+    seen = []
+    with fault_server(scripted({("GET", "/v1/jobs/job-1"): list(RUN)})) as (url, _):
+        with Client(url, "k") as client:
+            final = client.jobs.wait("job-1", poll_interval=0.01, on_progress=lambda j: seen.append(j.state))
+    assert seen == ["queued", "running", "succeeded"]
+    assert final.finished and final.result == {"versions": ["demo@2"]}
+    assert final.model_extra == {"object": "job", "a_field_added_later": True}
+
+
+def test_jobs_watch_prints_progress_on_stderr_and_exits_by_the_outcome():
+    runner = CliRunner()
+    with fault_server(scripted({("GET", "/v1/jobs/job-1"): list(RUN)})) as (url, _):
+        done = runner.invoke(cli, ["--base-url", url, "jobs", "watch", "job-1", "--interval", "0.01"])
+    assert done.exit_code == 0 and done.stdout == ""
+    assert "running step 4/10 ETA 12s reward 0.5 kl 0.02 loss 0.3" in done.stderr
+    failed = [job("running", 4), job("failed", 4, error="reward model gate failed")]
+    with fault_server(scripted({("GET", "/v1/jobs/job-1"): failed})) as (url, _):
+        done = runner.invoke(cli, ["--base-url", url, "jobs", "watch", "job-1", "--interval", "0.01", "--json"])
+    assert done.exit_code == 1 and "reward model gate failed" in done.stderr
+    assert [json.loads(line)["state"] for line in done.stdout.splitlines()] == ["running", "failed"]
+
+
+def test_jobs_submit_sends_nested_overrides_and_one_idempotency_key():
+    with fault_server(scripted({("POST", "/v1/jobs"): [Reply(201, RUN[0].body)]})) as (url, server):
+        done = CliRunner().invoke(cli, ["--base-url", url, "jobs", "submit", "round", "demo", "--set",
+                                        "algorithm=dpo", "--set", "policy.train_steps=20"])
+    assert done.exit_code == 0 and done.stdout.strip() == "job-1"
+    (sent,) = server.requests_to("POST", "/v1/jobs")
+    assert json.loads(sent.body) == {"kind": "round", "use_case": "demo",
+                                     "params": {"algorithm": "dpo", "policy": {"train_steps": 20}}}
+    assert sent.headers["Idempotency-Key"].startswith("loraloop-")
