@@ -16,6 +16,8 @@ so holes are few and short-lived.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+
 import torch
 
 from service.engine.decoder import Decoder
@@ -63,6 +65,12 @@ class _PrefillView:
         return cache_k[self.rows, :, : self.end], cache_v[self.rows, :, : self.end]
 
 
+# Receives prompt p's logits [k, V] at k consecutive columns of a prefill chunk and the prompt
+# tokens those columns predict [k] (the next column's): prompt log-probabilities are read from
+# them chunk by chunk, so a long prompt never holds [length, V] logits at once.
+PositionsSink = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
 class PrefillGroup:
     """Prompts of newcomers, processed ``chunk`` columns at a time into their cache rows.
 
@@ -104,13 +112,23 @@ class PrefillGroup:
     def finished(self) -> bool:
         return self.done == self.width
 
-    def step(self, decoder: Decoder, token_budget: int) -> torch.Tensor | None:
+    def step(
+        self,
+        decoder: Decoder,
+        token_budget: int,
+        positions_sink: PositionsSink | None = None,
+        every_position: Collection[int] = (),
+    ) -> torch.Tensor | None:
         """Process the next chunk (at most ``token_budget`` tokens, padding included, but at
-        least one column). Returns each prompt's last logits [P, V] once every prompt is in."""
+        least one column). Returns each prompt's last logits [P, V] once every prompt is in.
+        The prompts in ``every_position`` also hand their chunk's logits to ``positions_sink``
+        (see PositionsSink)."""
         prompts = self.ids.shape[0]
         start, end = self.done, min(self.width, self.done + max(1, token_budget // prompts))
         view = _PrefillView(self, start, end)
         hidden = decoder.hidden(self.ids[:, start:end], self.positions[:, start:end], view)
+        if positions_sink is not None:
+            self._every_position(decoder, hidden, start, end, positions_sink, every_position)
         # a prompt's last token may sit in an earlier chunk than the longest prompt's
         last = self.lengths - 1
         here = ((last >= start) & (last < end)).nonzero()[:, 0]
@@ -123,6 +141,23 @@ class PrefillGroup:
             return None
         assert self._last_hidden is not None
         return decoder.logits(self._last_hidden)
+
+    def _every_position(
+        self,
+        decoder: Decoder,
+        hidden: torch.Tensor,
+        start: int,
+        end: int,
+        sink: PositionsSink,
+        prompts: Collection[int],
+    ) -> None:
+        # Column c predicts column c + 1: a prompt token while c + 1 < the prompt's length
+        # (the last token's prediction is the first generated token; padding predicts nothing).
+        for p in prompts:
+            stop = min(end, int(self.lengths[p]) - 1)
+            if stop > start:
+                logits = decoder.logits(hidden[p, : stop - start])  # [k, V]
+                sink(p, logits, self.ids[p, start + 1 : stop + 1])
 
 
 class _DecodeView:

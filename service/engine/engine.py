@@ -304,6 +304,12 @@ class Engine:
             raise InvalidRequest(
                 "the prompt holds token ids outside the vocabulary", param="prompt"
             )
+        if params.logit_bias and params.logit_bias[-1][0] >= self.vocab_size:  # sorted by id
+            raise InvalidRequest(
+                f"logit_bias names token id {params.logit_bias[-1][0]}, outside the "
+                f"vocabulary of {self.vocab_size} tokens",
+                param="logit_bias",
+            )
 
     def _cancel(self, requests: list[Request]) -> None:
         for request in requests:

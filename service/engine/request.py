@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 
 from service.engine.adapters import AdapterKey
-from service.engine.sampling import SamplingParams
+from service.engine.sampling import SamplingParams, TokenLogprobs
 from service.engine.text import IncrementalDecoder, StopMatcher
 
 FinishReason = Literal["stop", "length"]
@@ -34,7 +34,9 @@ class Usage:
 class TokenEvent:
     """One generated token. ``text`` is the text it adds (may be empty while a character or a
     possible stop string is incomplete). The last event has ``finish_reason`` and ``usage``.
-    ``adapter`` names the version that served the request (``name@3``), None for the base."""
+    ``adapter`` names the version that served the request (``name@3``), None for the base.
+    ``prompt_logprobs`` (first event, when the params ask): one entry per prompt token after the
+    first, its log-probability given the tokens before it."""
 
     token_id: int
     text: str
@@ -44,6 +46,7 @@ class TokenEvent:
     usage: Usage | None = None
     adapter: str | None = None
     index: int = 0  # which of the request's n choices this token belongs to
+    prompt_logprobs: list[TokenLogprobs] | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ class Request:
     index: int = 0
     siblings: list[Request] = field(default_factory=list)
     row: int | None = None  # its KV-cache row, from admission to its end
+    prompt_logprobs: list[TokenLogprobs] | None = None  # filled by the prefill when asked
 
     @property
     def choices(self) -> list[Request]:

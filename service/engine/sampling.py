@@ -3,11 +3,17 @@
 Every row carries its own parameters; the batch is processed with tensor ops, and each sampled
 row draws from its own ``torch.Generator`` so a seeded request gives the same tokens whatever
 else shares its batch.
+
+Decoding chooses from processed logits, in vLLM's order (log-probabilities stay the model's):
+
+    logits ─► + logit_bias ─► EOS/stop ids masked until min_tokens ─► repetition penalty
+           ─► - frequency x count - presence x [count > 0] ─► temperature, top-k, top-p ─► token
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -20,6 +26,8 @@ MAX_TOP_LOGPROBS = 20
 GREEDY_TEMPERATURE = 1e-5
 # torch.Generator.manual_seed takes [-2^63, 2^64); OpenAI and vLLM bound seed to int64.
 SEED_RANGE = (-(1 << 63), (1 << 63) - 1)
+PENALTY_RANGE = (-2.0, 2.0)  # presence and frequency penalties, as in OpenAI
+LOGIT_BIAS_RANGE = (-100.0, 100.0)
 
 
 @dataclass(frozen=True)
@@ -41,8 +49,17 @@ class SamplingParams:
     logprobs: int | None = None
     ignore_eos: bool = False
     stop_token_ids: tuple[int, ...] = field(default=())
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    min_tokens: int = 0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias); a dict is accepted
+    prompt_logprobs: int | None = None
 
     def __post_init__(self) -> None:
+        # Pairs sorted by token id: the parameters stay immutable and hashable.
+        bias: Mapping[int, float] = dict(self.logit_bias)
+        object.__setattr__(self, "logit_bias", tuple(sorted(bias.items())))
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         object.__setattr__(self, "stop", tuple(self.stop))
@@ -63,10 +80,38 @@ class SamplingParams:
             raise InvalidRequest(
                 f"seed must be an integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}]", param="seed"
             )
-        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= MAX_TOP_LOGPROBS:
+                raise InvalidRequest(f"{name} must be between 0 and {MAX_TOP_LOGPROBS}", param=name)
+        self._check_penalties()
+
+    def _check_penalties(self) -> None:
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not PENALTY_RANGE[0] <= getattr(self, name) <= PENALTY_RANGE[1]:
+                raise InvalidRequest(f"{name} must be between -2 and 2", param=name)
+        if not self.repetition_penalty > 0:
+            raise InvalidRequest("repetition_penalty must be > 0 (1 turns it off)", param="repetition_penalty")
+        if not isinstance(self.min_tokens, int) or not 0 <= self.min_tokens <= self.max_tokens:
             raise InvalidRequest(
-                f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}", param="logprobs"
+                f"min_tokens must be an integer between 0 and max_tokens ({self.max_tokens})",
+                param="min_tokens",
             )
+        for token, value in self.logit_bias:
+            if not isinstance(token, int) or token < 0:
+                raise InvalidRequest("logit_bias keys must be token ids >= 0", param="logit_bias")
+            if not LOGIT_BIAS_RANGE[0] <= value <= LOGIT_BIAS_RANGE[1]:
+                raise InvalidRequest("logit_bias values must be between -100 and 100", param="logit_bias")
+
+    def processes_logits(self, generated: int) -> bool:
+        """Whether a row with ``generated`` tokens so far needs ``process_logits``."""
+        return bool(
+            self.presence_penalty
+            or self.frequency_penalty
+            or self.repetition_penalty != 1
+            or self.logit_bias
+            or generated < self.min_tokens
+        )
 
     @property
     def greedy(self) -> bool:
@@ -98,6 +143,67 @@ def mask_top_p(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     drop_sorted[:, 0] = False
     drop = drop_sorted.scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
+
+
+def process_logits(
+    logits: torch.Tensor,
+    params: list[SamplingParams],
+    prompts: list[list[int]],
+    outputs: list[list[int]],
+    eos_ids: Collection[int],
+) -> torch.Tensor:
+    """The logits decoding chooses from (see the module docstring), as vLLM processes them.
+    logits [B, V]; ``prompts`` and ``outputs`` are each row's token ids so far. Rows that use no
+    penalty are left as they are, and a batch where none does is returned untouched."""
+    rows = [i for i, p in enumerate(params) if p.processes_logits(len(outputs[i]))]
+    if not rows:
+        return logits
+    device, vocab = logits.device, logits.shape[-1]
+    picked = [params[i] for i in rows]
+    index = torch.tensor(rows, device=device)
+    scores = logits[index].float()  # [R, V]
+    biased = [(j, t, b) for j, p in enumerate(picked) for t, b in p.logit_bias]
+    if biased:
+        r, t, b = zip(*biased, strict=True)
+        scores.index_put_(
+            (torch.tensor(r, device=device), torch.tensor(t, device=device)),
+            torch.tensor(b, dtype=scores.dtype, device=device),
+            accumulate=True,
+        )
+    banned = [
+        (j, t)
+        for j, (i, p) in enumerate(zip(rows, picked, strict=True))
+        if len(outputs[i]) < p.min_tokens
+        for t in (*eos_ids, *p.stop_token_ids)
+    ]
+    if banned:
+        r, t = zip(*banned, strict=True)
+        scores[torch.tensor(r, device=device), torch.tensor(t, device=device)] = float("-inf")
+    if any(p.presence_penalty or p.frequency_penalty or p.repetition_penalty != 1 for p in picked):
+        counts = token_counts([outputs[i] for i in rows], vocab, device)  # [R, V]
+        seen = token_counts([prompts[i] for i in rows], vocab, device) > 0
+        seen |= counts > 0
+        repetition = torch.tensor([p.repetition_penalty for p in picked], device=device)[:, None]
+        # CTRL's rule, as HF and vLLM apply it: a seen token's logit moves towards -inf.
+        penalty = torch.where(seen, repetition, 1.0)
+        scores = torch.where(scores > 0, scores / penalty, scores * penalty)
+        frequency = torch.tensor([p.frequency_penalty for p in picked], device=device)[:, None]
+        presence = torch.tensor([p.presence_penalty for p in picked], device=device)[:, None]
+        scores = scores - frequency * counts - presence * (counts > 0)
+    processed = logits.clone()  # the raw logits still give the log-probabilities
+    processed[index] = scores.to(logits.dtype)
+    return processed
+
+
+def token_counts(sequences: list[list[int]], vocab: int, device: torch.device) -> torch.Tensor:
+    """How often each token occurs in each sequence: [len(sequences), vocab] float."""
+    width = max(map(len, sequences), default=0)
+    ids = torch.full((len(sequences), width), vocab, dtype=torch.long)  # ``vocab``: padding
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+    counts = torch.zeros(len(sequences), vocab + 1, device=device)
+    counts.scatter_add_(1, ids.to(device), torch.ones(ids.shape, device=device))
+    return counts[:, :vocab]
 
 
 def choose_tokens(
@@ -158,3 +264,17 @@ def token_logprobs(
             top = dict(zip(top_ids[j, :n].tolist(), top_values[j, :n].tolist(), strict=True))
         out[i] = TokenLogprobs(chosen[j], top)
     return out
+
+
+def position_logprobs(logits: torch.Tensor, targets: torch.Tensor, k: int) -> list[TokenLogprobs]:
+    """Log-probability of each ``targets`` [S] token under the logits [S, V] of the position
+    before it, with the ``k`` most likely tokens if ``k`` > 0 (prompt log-probabilities)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)  # [S, V]
+    chosen = logp.gather(-1, targets[:, None])[:, 0].tolist()
+    if not k:
+        return [TokenLogprobs(c, None) for c in chosen]
+    values, ids = logp.topk(k, dim=-1)
+    return [
+        TokenLogprobs(c, dict(zip(i, v, strict=True)))
+        for c, i, v in zip(chosen, ids.tolist(), values.tolist(), strict=True)
+    ]

@@ -32,7 +32,7 @@ import torch
 from transformers import PreTrainedModel
 
 from service.engine.adapters import AdapterManager
-from service.engine.batch import DecodeBatch, PrefillGroup
+from service.engine.batch import DecodeBatch, PositionsSink, PrefillGroup
 from service.engine.decoder import Decoder
 from service.engine.kv_cache import KVCache
 from service.engine.lora import LoraModel
@@ -47,7 +47,13 @@ from service.engine.request import (
     deliver,
 )
 from service.engine.reward import ScoreJob, score_rows
-from service.engine.sampling import TokenLogprobs, choose_tokens, token_logprobs
+from service.engine.sampling import (
+    TokenLogprobs,
+    choose_tokens,
+    position_logprobs,
+    process_logits,
+    token_logprobs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -311,10 +317,18 @@ class Scheduler:
         assert self.prefill is not None
         group, requests = self.prefill
         firsts = [r for r in requests if r.index == 0]  # one per prompt, in group order
+        asked = [p for p, first in enumerate(firsts) if first.params.prompt_logprobs is not None]
+        sink = self._prompt_logprobs_sink(firsts) if asked else None
+        # Every position's logits are [chunk, V] per asking prompt: such chunks keep to the
+        # normal budget even on an idle engine.
+        budget = self._prefill_budget() if sink is None else self.budget
         with self.lora.use(self.lora.gather([r.slot for r in firsts])):
-            logits = group.step(self.decoder, self._prefill_budget())
+            logits = group.step(self.decoder, budget, sink, asked)
         if logits is None:
             return
+        for first in firsts:  # the choices of a prompt share its log-probabilities
+            for sibling in first.siblings:
+                sibling.prompt_logprobs = first.prompt_logprobs
         if len(firsts) < len(requests):  # each choice samples from its prompt's logits
             prompt_of = [i for i, first in enumerate(firsts) for _ in first.choices]
             logits = logits.index_select(0, torch.tensor(prompt_of, device=logits.device))
@@ -351,6 +365,18 @@ class Scheduler:
         self.prefill = None  # only now: until here a failure must reach these requests
         self.running.extend(joined)
 
+    def _prompt_logprobs_sink(self, firsts: list[Request]) -> PositionsSink:
+        """Collects prompt p's log-probabilities into ``firsts[p]``, chunk by chunk."""
+
+        def sink(p: int, logits: torch.Tensor, targets: torch.Tensor) -> None:
+            request = firsts[p]
+            if request.prompt_logprobs is None:
+                request.prompt_logprobs = []
+            k = request.params.prompt_logprobs or 0
+            request.prompt_logprobs.extend(position_logprobs(logits, targets, k))
+
+        return sink
+
     def _decode_step(self) -> None:
         rows = cache_rows(self.running)
         self.rows.width = max(rows) + 1
@@ -375,7 +401,11 @@ class Scheduler:
         self.running = [self.running[i] for i in keep]
 
     def _choose(self, logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
-        return choose_tokens(logits, [r.params for r in requests], [r.generator for r in requests])
+        params = [r.params for r in requests]
+        scores = process_logits(
+            logits, params, [r.prompt for r in requests], [r.output for r in requests], self.eos_ids
+        )
+        return choose_tokens(scores, params, [r.generator for r in requests])
 
     def _advance(self, request: Request, token: int, lp: TokenLogprobs | None) -> bool:
         """Record ``token`` for ``request``, stream its event; True if the request is done."""
@@ -383,7 +413,9 @@ class Scheduler:
         self.generated_tokens += 1
         params = request.params
         finish: FinishReason | None = None
-        if (token in self.eos_ids and not params.ignore_eos) or token in params.stop_token_ids:
+        if len(request.output) < params.min_tokens:  # as in vLLM: nothing stops it before
+            text = request.decoder.push(token)
+        elif (token in self.eos_ids and not params.ignore_eos) or token in params.stop_token_ids:
             text, finish = request.stops.flush(), "stop"
         else:
             text, hit = request.stops.push(request.decoder.push(token))
@@ -407,6 +439,7 @@ class Scheduler:
                 usage=usage,
                 adapter=request.adapter,
                 index=request.index,
+                prompt_logprobs=request.prompt_logprobs if len(request.output) == 1 else None,
             ),
         )
         return finish is not None

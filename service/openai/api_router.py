@@ -22,13 +22,14 @@ from service.openai.protocol import (
     CompletionResponse,
     ModelList,
 )
-from service.openai.serving import Generation, OpenAIServing
+from service.openai.serving import Completions, Generation, OpenAIServing
 from service.state import ServiceState, get_state
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["openai"])
 StateDep = Annotated[ServiceState, Depends(get_state)]
 T = TypeVar("T")
+Started = TypeVar("Started", Generation, Completions)
 
 DISCONNECT_POLL_SECONDS = 0.25
 
@@ -59,7 +60,7 @@ async def _unless_disconnected(request: Request, work: Awaitable[T], deadline: f
         task.cancel()
 
 
-async def _start(request: Request, start: Awaitable[Generation], deadline: float, timeout: float) -> Generation | Response:
+async def _start(request: Request, start: Awaitable[Started], deadline: float, timeout: float) -> Started | Response:
     """Resolve the adapter, load it and queue the generation, under the request's deadline and
     disconnect watch: a load from the registry may take long."""
     task = asyncio.ensure_future(start)
@@ -73,13 +74,15 @@ async def _start(request: Request, start: Awaitable[Generation], deadline: float
     return result
 
 
-async def _abandon(task: asyncio.Future[Generation]) -> None:
-    """The request was given up just as its generation was queued: free its row now."""
+async def _abandon(task: asyncio.Future[Started]) -> None:
+    """The request was given up just as its generation was queued: free its rows now."""
     if task.done() and not task.cancelled() and task.exception() is None:
-        await task.result().events.aclose()
+        await task.result().aclose()
 
 
-def _sse(chunks: AsyncGenerator[dict, None], generation: Generation, deadline: float, timeout: float) -> StreamingResponse:
+def _sse(
+    chunks: AsyncGenerator[dict, None], generation: Generation | Completions, deadline: float, timeout: float
+) -> StreamingResponse:
     """Server-sent events in OpenAI's framing; an error mid-stream is sent as an event.
     However the stream ends, the generation is closed, which frees its batch row."""
 
@@ -100,7 +103,7 @@ def _sse(chunks: AsyncGenerator[dict, None], generation: Generation, deadline: f
             # cancellation at every await: shield the close so the engine frees the row now.
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
-                await generation.events.aclose()  # closing ``chunks`` leaves inner iterators open
+                await generation.aclose()  # closing ``chunks`` leaves inner iterators open
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(

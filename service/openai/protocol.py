@@ -2,14 +2,15 @@
 
 Field names, defaults and shapes follow OpenAI's API so any OpenAI client works. Parameters
 OpenAI has but loraloop does not implement are refused with a 400 naming them, never ignored
-silently; ``top_k`` and ``ignore_eos`` are extensions, as in vLLM.
+silently (every schema forbids unknown fields); ``top_k``, ``ignore_eos``,
+``repetition_penalty`` and ``min_tokens`` are extensions, as in vLLM.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -25,7 +26,13 @@ def now() -> int:
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     include_usage: bool = False
+
+
+TokenId = Annotated[int, Field(ge=0)]
+Bias = Annotated[float, Field(ge=-100, le=100)]
 
 
 class SamplingFields(BaseModel):
@@ -48,15 +55,13 @@ class SamplingFields(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
-    presence_penalty: float = Field(0.0, description="Not supported; must be 0.")
-    frequency_penalty: float = Field(0.0, description="Not supported; must be 0.")
-
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _no_penalties(cls, value: float) -> float:
-        if value != 0:
-            raise ValueError("penalties are not supported; leave them at 0")
-        return value
+    presence_penalty: float = Field(0.0, ge=-2, le=2, description="Subtracted once from each generated token's logit.")
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="Subtracted per occurrence in the output.")
+    repetition_penalty: float = Field(
+        1.0, gt=0, description="Divides positive / multiplies negative logits of tokens in the prompt or output; 1 is off (extension)."
+    )
+    min_tokens: int = Field(0, ge=0, description="No EOS or stop sequence before this many tokens (extension).")
+    logit_bias: dict[TokenId, Bias] | None = Field(None, description="Token id -> bias in [-100, 100] added to its logit.")
 
     @field_validator("stop")
     @classmethod
@@ -69,34 +74,62 @@ class SamplingFields(BaseModel):
         return stops
 
 
+Prompt = str | list[int]  # a text, or token ids
+
+
+def _is_token_ids(value: object) -> bool:
+    return isinstance(value, list) and all(type(t) is int for t in value)
+
+
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str] = Field(description="One prompt (a list holding one string is accepted).")
+    prompt: str | list[str] | list[TokenId] | list[list[TokenId]] = Field(
+        description="A string, a list of strings, a list of token ids or a list of such lists; "
+        "each prompt gets its own choice, in order."
+    )
+    max_tokens: int | None = Field(None, ge=0, description="0 (with echo) scores the prompt only.")
     logprobs: int | None = Field(None, ge=0, le=5)
-    echo: bool = Field(False, description="Not supported; must be false.")
+    echo: bool = Field(False, description="Return the prompt before the completion (and its log-probabilities with logprobs).")
     suffix: str | None = Field(None, description="Not supported.")
     best_of: int | None = Field(None, description="Not supported beyond 1.")
 
-    @field_validator("echo", "suffix", "best_of")
+    @field_validator("suffix", "best_of")
     @classmethod
     def _unsupported(cls, value: object, info) -> object:
-        allowed = {"echo": (False,), "suffix": (None, ""), "best_of": (None, 1)}[info.field_name]
+        allowed = {"suffix": (None, ""), "best_of": (None, 1)}[info.field_name]
         if not any(value is a or (type(value) is type(a) and value == a) for a in allowed):
             raise ValueError(f"{info.field_name} is not supported")
         return value
 
-    @field_validator("prompt")
+    @field_validator("prompt", mode="before")
     @classmethod
-    def _one_prompt(cls, prompt: str | list[str]) -> str:
-        if isinstance(prompt, list):
-            if len(prompt) != 1:
-                raise ValueError("send one prompt per request (a list of exactly one string)")
-            prompt = prompt[0]
-        if not prompt:
-            raise ValueError("prompt must not be empty")
-        return prompt
+    def _prompts(cls, prompt: object) -> list[str] | list[list[int]]:
+        """Every form OpenAI accepts, as a list of prompts (texts or token-id lists)."""
+        if isinstance(prompt, str) or (_is_token_ids(prompt) and prompt):
+            prompts: list = [prompt]
+        elif isinstance(prompt, list) and prompt and (
+            all(isinstance(p, str) for p in prompt) or all(_is_token_ids(p) for p in prompt)
+        ):
+            prompts = prompt
+        else:
+            raise ValueError(
+                "prompt must be a string, a list of strings, a list of token ids or a list of "
+                "token-id lists"
+            )
+        if any(not p for p in prompts):
+            raise ValueError("prompts must not be empty")
+        if any(t < 0 for p in prompts if not isinstance(p, str) for t in p):
+            raise ValueError("token ids must be >= 0")
+        return prompts
+
+    @property
+    def prompts(self) -> list[Prompt]:
+        assert isinstance(self.prompt, list)  # the validator made it a list of prompts
+        return list(cast(list[Prompt], self.prompt))
 
 
 class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     role: Literal["system", "user", "assistant"]
     content: str
 
@@ -115,9 +148,11 @@ class Usage(BaseModel):
 
 
 class CompletionLogprobs(BaseModel):
+    """vLLM's shape; with echo the prompt's first token has no log-probability (null)."""
+
     tokens: list[str] = Field(default_factory=list)
-    token_logprobs: list[float] = Field(default_factory=list)
-    top_logprobs: list[dict[str, float]] | None = None
+    token_logprobs: list[float | None] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] | None = None
     text_offset: list[int] = Field(default_factory=list)
 
 
@@ -126,6 +161,7 @@ class CompletionChoice(BaseModel):
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: FinishReason | None = None
+    completion_id: str | None = Field(None, description="Id of this choice's logged completion (loraloop).")
 
 
 class CompletionResponse(BaseModel):

@@ -7,6 +7,8 @@ its results into JSON or server-sent events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +18,8 @@ from typing import TypeVar, cast
 from core.errors import InvalidRequest
 from core.names import parse_ref
 from service.engine import Engine, SamplingParams, TokenEvent, TokenStream
+from service.engine import Usage as EngineUsage
+from service.engine.sampling import TokenLogprobs
 from service.metrics import ServiceMetrics
 from service.openai.protocol import (
     ChatChoice,
@@ -33,6 +37,7 @@ from service.openai.protocol import (
     CompletionResponse,
     ModelCard,
     ModelList,
+    Prompt,
     SamplingFields,
     TopLogprob,
     Usage,
@@ -76,6 +81,8 @@ class Generation:
     started: float
     ids: list[str] = field(default_factory=list)
     unfinished: int = field(init=False)  # choices still generating (for metrics)
+    # max_tokens 0 (echo): the engine decodes its one token, which the response leaves out.
+    prompt_only: bool = False
 
     def __post_init__(self) -> None:
         if not self.ids:
@@ -85,6 +92,30 @@ class Generation:
     @property
     def n(self) -> int:
         return self.events.n
+
+    async def aclose(self) -> None:
+        await self.events.aclose()
+
+
+@dataclass
+class Completions:
+    """A completions request in progress: one generation per prompt, in the prompts' order,
+    each of n choices. Choice ``p * n + j`` is choice j of prompt p (vLLM's numbering). Its id
+    is the first generation's."""
+
+    generations: list[Generation]
+
+    @property
+    def id(self) -> str:
+        return self.generations[0].id
+
+    @property
+    def n(self) -> int:
+        return self.generations[0].n
+
+    async def aclose(self) -> None:
+        for generation in self.generations:
+            await generation.aclose()
 
 
 class OpenAIServing:
@@ -143,7 +174,13 @@ class OpenAIServing:
 
     # --- generation ---
 
-    def _sampling(self, request: SamplingFields, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
+    def _sampling(
+        self,
+        request: SamplingFields,
+        max_tokens: int | None,
+        logprobs: int | None,
+        prompt_logprobs: int | None = None,
+    ) -> SamplingParams:
         return SamplingParams(
             max_tokens=max_tokens or self.default_max_tokens,
             temperature=request.temperature,
@@ -153,6 +190,12 @@ class OpenAIServing:
             stop=tuple(request.stop or ()),
             logprobs=logprobs,
             ignore_eos=request.ignore_eos,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
+            repetition_penalty=request.repetition_penalty,
+            min_tokens=request.min_tokens,
+            logit_bias=tuple((request.logit_bias or {}).items()),
+            prompt_logprobs=prompt_logprobs,
         )
 
     def _rest_of_context(self, prompt_ids: list[int]) -> int:
@@ -167,13 +210,52 @@ class OpenAIServing:
         ids = [new_id(prefix) for _ in range(request.n)]
         return Generation(ids[0], prompt, prompt_ids, params, events, started, ids)
 
-    async def start_completion(self, request: CompletionRequest) -> Generation:
-        prompt = request.prompt
-        assert isinstance(prompt, str)  # the protocol validator reduced it to one string
-        self._check_length(len(prompt))
-        prompt_ids = await self._off_loop(lambda: self.tokenizer(prompt)["input_ids"])
-        params = self._sampling(request, request.max_tokens, request.logprobs)
-        return await self._start(prompt, prompt_ids, request, params, "cmpl")
+    def _encode(self, prompt: Prompt) -> tuple[str, list[int]]:
+        """(text, token ids) of a prompt given as either."""
+        if isinstance(prompt, str):
+            return prompt, self.tokenizer(prompt)["input_ids"]
+        if max(prompt) >= self.engine.vocab_size:
+            raise InvalidRequest("the prompt holds token ids outside the vocabulary", param="prompt")
+        text = self.tokenizer.decode(prompt, skip_special_tokens=True)
+        assert isinstance(text, str)  # one sequence of ids decodes to one string
+        return text, list(prompt)
+
+    async def start_completion(self, request: CompletionRequest) -> Completions:
+        """One generation (of n choices) per prompt; all are queued, or none (an error closes
+        the others)."""
+        prompts = request.prompts
+        queue = self.engine.settings.max_queue
+        if len(prompts) > queue:
+            raise InvalidRequest(
+                f"{len(prompts)} prompts are more than the engine's queue holds ({queue}, "
+                "max_queue); send them in several requests",
+                param="prompt",
+            )
+        max_tokens = self.default_max_tokens if request.max_tokens is None else request.max_tokens
+        if max_tokens == 0 and not request.echo:
+            raise InvalidRequest(
+                "max_tokens 0 returns nothing without echo: set echo to true to score the "
+                "prompt, or ask for at least 1 token",
+                param="max_tokens",
+            )
+        for prompt in prompts:
+            if isinstance(prompt, str):
+                self._check_length(len(prompt))
+        encoded = await self._off_loop(lambda: [self._encode(p) for p in prompts])
+        # Echo with logprobs: the prompt's log-probabilities too, as vLLM returns them.
+        prompt_logprobs = request.logprobs if request.echo else None
+        params = self._sampling(request, max(max_tokens, 1), request.logprobs, prompt_logprobs)
+        generations: list[Generation] = []
+        try:
+            for text, prompt_ids in encoded:
+                generation = await self._start(text, prompt_ids, request, params, "cmpl")
+                generation.prompt_only = max_tokens == 0
+                generations.append(generation)
+        except BaseException:
+            for generation in generations:
+                await generation.aclose()
+            raise
+        return Completions(generations)
 
     async def start_chat(self, request: ChatCompletionRequest) -> Generation:
         messages = [m.model_dump() for m in request.messages]
@@ -196,6 +278,8 @@ class OpenAIServing:
         last = [generation.started] * generation.n
         text: list[list[str]] = [[] for _ in range(generation.n)]
         async for event in generation.events:
+            if generation.prompt_only:
+                event = _without_token(event)
             now_ = time.monotonic()
             i = event.index
             if not any(text):
@@ -236,6 +320,11 @@ class OpenAIServing:
                         "max_tokens": params.max_tokens, "temperature": params.temperature,
                         "top_p": params.top_p, "top_k": params.top_k, "seed": params.seed,
                         "stop": list(params.stop),
+                        "presence_penalty": params.presence_penalty,
+                        "frequency_penalty": params.frequency_penalty,
+                        "repetition_penalty": params.repetition_penalty,
+                        "min_tokens": params.min_tokens,
+                        "logit_bias": dict(params.logit_bias),
                     },
                     prompt_tokens=event.usage.prompt_tokens,
                     completion_tokens=event.usage.completion_tokens,
@@ -257,8 +346,11 @@ class OpenAIServing:
     def _logging_id(self, generation: Generation, index: int = 0) -> str | None:
         return generation.ids[index] if self.completion_sink is not None else None
 
-    def _logging_ids(self, generation: Generation) -> list[str] | None:
-        return list(generation.ids) if self.completion_sink is not None else None
+    def _logging_ids(self, *generations: Generation) -> list[str] | None:
+        """Every choice's logged id, by choice index (prompt by prompt, n each)."""
+        if self.completion_sink is None:
+            return None
+        return [id_ for generation in generations for id_ in generation.ids]
 
     async def _by_choice(self, generation: Generation) -> list[list[TokenEvent]]:
         """Every event of a finished generation, grouped by choice index."""
@@ -267,63 +359,113 @@ class OpenAIServing:
             by_choice[e.index].append(e)
         return by_choice
 
-    def _completion_logprobs(self, request: CompletionRequest, prompt: str, events: list[TokenEvent]) -> CompletionLogprobs | None:
-        if request.logprobs is None:
-            return None
-        logprobs = CompletionLogprobs()
-        offset = len(prompt)
-        for e in events:
-            logprobs.tokens.append(self._token(e.token_id))
-            logprobs.token_logprobs.append(e.logprob if e.logprob is not None else 0.0)
-            logprobs.text_offset.append(offset)
-            offset += len(e.text)
-        if request.logprobs:
-            logprobs.top_logprobs = [self._top(e.top_logprobs) for e in events]
-        return logprobs
+    def _top_with(self, token: str, logprob: float | None, top: dict[int, float] | None) -> dict[str, float]:
+        """The top alternatives and the token itself (up to logprobs + 1 entries, as in OpenAI)."""
+        return {token: logprob if logprob is not None else 0.0, **self._top(top)}
 
-    async def completion(self, request: CompletionRequest, generation: Generation) -> CompletionResponse:
-        by_choice = await self._by_choice(generation)
-        lasts = [events[-1] for events in by_choice]
-        return CompletionResponse(
-            id=generation.id,
-            created=now(),
-            model=self.served_model(request.model, lasts[0].adapter),
-            choices=[
-                CompletionChoice(index=i, text="".join(e.text for e in events),
-                                 logprobs=self._completion_logprobs(request, generation.prompt, events),
-                                 finish_reason=events[-1].finish_reason)
-                for i, events in enumerate(by_choice)
-            ],
-            usage=_usage(*lasts),
-            completion_id=self._logging_id(generation),
-            completion_ids=self._logging_ids(generation),
+    def _prompt_logprobs(
+        self, out: CompletionLogprobs, generation: Generation, entries: list[TokenLogprobs] | None, k: int
+    ) -> None:
+        """The prompt's tokens as vLLM echoes them: the first has no log-probability (null).
+        Offsets add up the tokens' decoded lengths from 0; special tokens (BOS) are not in the
+        echoed text, so they take no room."""
+        offset = 0
+        for token_id, entry in zip(generation.prompt_ids, [None, *(entries or [])], strict=True):
+            token = self._token(token_id)
+            out.tokens.append(token)
+            out.token_logprobs.append(entry.logprob if entry else None)
+            out.text_offset.append(offset)
+            offset += len(self.tokenizer.decode([token_id], skip_special_tokens=True))
+            if k and out.top_logprobs is not None:
+                out.top_logprobs.append(self._top_with(token, entry.logprob, entry.top) if entry else None)
+
+    def _choice(
+        self,
+        request: CompletionRequest,
+        index: int,
+        generation: Generation,
+        events: list[TokenEvent],
+        *,
+        first: bool = True,
+        offset: int | None = None,
+    ) -> CompletionChoice:
+        """Choice ``index`` from ``events`` of one of ``generation``'s choices (all of them, or
+        a stream's next one; ``first``: the first, which carries the echoed prompt; ``offset``:
+        text before the events' text)."""
+        generated = [] if generation.prompt_only else events
+        echo = request.echo and first
+        logprobs = None
+        if request.logprobs is not None:
+            k = request.logprobs
+            logprobs = CompletionLogprobs(top_logprobs=[] if k else None)
+            if echo:
+                self._prompt_logprobs(logprobs, generation, events[0].prompt_logprobs, k)
+            offset = len(generation.prompt) if offset is None else offset
+            for e in generated:
+                token = self._token(e.token_id)
+                logprobs.tokens.append(token)
+                logprobs.token_logprobs.append(e.logprob if e.logprob is not None else 0.0)
+                logprobs.text_offset.append(offset)
+                offset += len(e.text)
+                if logprobs.top_logprobs is not None:
+                    logprobs.top_logprobs.append(self._top_with(token, e.logprob, e.top_logprobs))
+        last = events[-1]
+        return CompletionChoice(
+            index=index,
+            text=(generation.prompt if echo else "") + "".join(e.text for e in generated),
+            logprobs=logprobs,
+            finish_reason=last.finish_reason,
+            # each choice's last chunk carries the id its completion is logged under
+            completion_id=self._logging_id(generation, last.index) if last.finish_reason else None,
         )
 
-    async def completion_chunks(self, request: CompletionRequest, generation: Generation) -> AsyncGenerator[dict, None]:
+    async def completion(self, request: CompletionRequest, completions: Completions) -> CompletionResponse:
+        generations, n = completions.generations, completions.n
+        events: list[list[TokenEvent]] = [[] for _ in range(len(generations) * n)]
+        try:
+            async with contextlib.aclosing(_merged([self._observed(g) for g in generations])) as merged:
+                async for p, event in merged:
+                    events[p * n + event.index].append(event)
+        finally:
+            # Cancelled (timeout, disconnect) or failed: free every row now. A read that was
+            # cancelled before it started never reached its stream to close it.
+            await completions.aclose()
+        lasts = [e[-1] for e in events]
+        return CompletionResponse(
+            id=completions.id,
+            created=now(),
+            model=self.served_model(request.model, lasts[0].adapter),
+            choices=[self._choice(request, i, generations[i // n], e) for i, e in enumerate(events)],
+            usage=_total([_usage(*lasts[p * n : (p + 1) * n]) for p in range(len(generations))]),
+            completion_id=self._logging_id(generations[0]),
+            completion_ids=self._logging_ids(*generations),
+        )
+
+    async def completion_chunks(self, request: CompletionRequest, completions: Completions) -> AsyncGenerator[dict, None]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         created = now()
-        lasts: list[TokenEvent] = []
-        async for e in self._observed(generation):
-            logprobs = None
-            if request.logprobs is not None:
-                logprobs = CompletionLogprobs(
-                    tokens=[self._token(e.token_id)],
-                    token_logprobs=[e.logprob if e.logprob is not None else 0.0],
-                    top_logprobs=[self._top(e.top_logprobs)] if request.logprobs else None,
-                )
-            # each choice's last chunk carries the id its completion is logged under
-            chunk = CompletionResponse(
-                id=generation.id, created=created, model=self.served_model(request.model, e.adapter),
-                choices=[CompletionChoice(index=e.index, text=e.text, logprobs=logprobs, finish_reason=e.finish_reason)],
-                completion_id=self._logging_id(generation, e.index) if e.finish_reason else None,
-            )
-            yield chunk.model_dump()
-            if e.finish_reason is not None:
-                lasts.append(e)
-                if include_usage and len(lasts) == generation.n:
-                    yield CompletionResponse(
-                        id=generation.id, created=created, model=chunk.model, choices=[], usage=_usage(*lasts)
-                    ).model_dump()
+        generations, n = completions.generations, completions.n
+        lasts: list[TokenEvent | None] = [None] * (len(generations) * n)
+        # where each choice's next text starts
+        offsets = [len(g.prompt) for g in generations for _ in range(n)]
+        model = request.model
+        async with contextlib.aclosing(_merged([self._observed(g) for g in generations])) as merged:
+            async for p, e in merged:
+                i = p * n + e.index
+                choice = self._choice(request, i, generations[p], [e], first=lasts[i] is None, offset=offsets[i])
+                offsets[i] += len(e.text)
+                lasts[i] = e
+                model = self.served_model(request.model, e.adapter)
+                yield CompletionResponse(
+                    id=completions.id, created=created, model=model, choices=[choice],
+                    completion_id=choice.completion_id,
+                ).model_dump()
+        if include_usage and all(e is not None for e in lasts):
+            ended = [e for e in lasts if e is not None]
+            yield CompletionResponse(
+                id=completions.id, created=created, model=model, choices=[],
+                usage=_total([_usage(*ended[p * n : (p + 1) * n]) for p in range(len(generations))]),
+            ).model_dump()
 
     # --- responses: chat ---
 
@@ -387,6 +529,13 @@ class OpenAIServing:
                     ).model_dump()
 
 
+def _total(usages: list[Usage]) -> Usage:
+    """The usage of several prompts' generations: their sum."""
+    prompt = sum(u.prompt_tokens for u in usages)
+    completion = sum(u.completion_tokens for u in usages)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
 def _usage(*lasts: TokenEvent) -> Usage:
     """A request's usage from each choice's last event: the prompt counts once, as OpenAI
     counts it."""
@@ -395,3 +544,33 @@ def _usage(*lasts: TokenEvent) -> Usage:
     prompt = usages[0].prompt_tokens
     completion = sum(u.completion_tokens for u in usages)
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def _without_token(event: TokenEvent) -> TokenEvent:
+    """A prompt-only request's one event: its prompt log-probabilities, no generated token."""
+    assert event.usage is not None, "a prompt-only request decodes exactly one token"
+    return dataclasses.replace(
+        event, text="", logprob=None, top_logprobs=None, finish_reason="length",
+        usage=EngineUsage(event.usage.prompt_tokens, 0),
+    )
+
+
+async def _merged(streams: list[AsyncIterator[T]]) -> AsyncGenerator[tuple[int, T], None]:
+    """Items of several async iterators as they come, each with its iterator's index. Closing
+    it cancels the pending reads; the caller closes the iterators' sources (a read cancelled
+    before it started leaves its iterator as it was)."""
+    pending = {asyncio.ensure_future(anext(s)): i for i, s in enumerate(streams)}
+    try:
+        while pending:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in sorted(done, key=pending.__getitem__):
+                i = pending.pop(task)
+                try:
+                    item = task.result()
+                except StopAsyncIteration:
+                    continue
+                pending[asyncio.ensure_future(anext(streams[i]))] = i
+                yield i, item
+    finally:
+        for task in pending:
+            task.cancel()
