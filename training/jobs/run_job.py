@@ -87,22 +87,27 @@ def _run_and_finish(
             return 0
         if stop.cancelled or store.jobs.get(job.id).cancel_requested:
             log.info("job %s cancelled; nothing registered", job.id)
+            watch.flush()
             reporter.finish(JobState.CANCELLED)
             return 0
         log.warning("job %s stopped: %s", job.id, stop)
+        watch.flush()
         reporter.give_up(str(stop))
         return 1
     except JobFailed as e:
         log.error("job %s failed: %s", job.id, e)
+        watch.flush()
         reporter.finish(JobState.FAILED, result=jsonable(e.result), error=str(e))
         return 1
     except Exception as e:
         log.exception("job %s failed", job.id)
+        watch.flush()
         reporter.finish(JobState.FAILED, error=f"{type(e).__name__}: {e}")
         return 1
     watch.check()  # a lease lost while publishing: the other attempt decides
-    reporter.finish(JobState.SUCCEEDED, result=jsonable(result))
     log.info("job %s succeeded", job.id)
+    watch.flush()  # the last lines, while the attempt still holds the job (then it takes none)
+    reporter.finish(JobState.SUCCEEDED, result=jsonable(result))
     return 0
 
 
