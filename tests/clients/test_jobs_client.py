@@ -1,6 +1,6 @@
-"""The jobs part of the SDK and CLI against a scripted HTTP server that answers as the jobs
-API's spec says (issue 12). End-to-end tests against the real server follow when that API is
-merged."""
+"""The jobs part of the SDK and CLI against a scripted HTTP server: the cases a live server
+cannot be made to show at will (a job seen queued, running and ended in three polls; a failed
+job). test_jobs_live.py runs the same calls against the real server and its worker."""
 
 from __future__ import annotations
 
