@@ -1,6 +1,7 @@
 """The SDK and CLI against a real server: the HTTP tests' server fixtures (uvicorn in a
 thread, the tiny Llama, adapters ``summarize``, ``support`` and the reward adapter ``judge``),
-and this worktree's clients/python first on sys.path (an editable install may point elsewhere)."""
+and this worktree's clients/python first on sys.path (an editable install may point elsewhere).
+A module that runs jobs overrides ``server_settings`` with :func:`with_worker`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from core.settings import Settings
 
 CLIENT_SRC = Path(__file__).resolve().parents[2] / "clients" / "python"
 sys.path.insert(0, str(CLIENT_SRC))
@@ -20,6 +23,15 @@ from tests.service.http.conftest import (  # noqa: E402, F401 (fixtures)
     base_url,
     server_settings,
 )
+
+
+def with_worker(settings: Settings) -> Settings:
+    """The settings of a server that starts its local job worker, polling often so that a
+    tiny job ends in seconds."""
+    return settings.model_copy(update={
+        "start_worker": True, "worker_poll_seconds": 0.2, "job_heartbeat_seconds": 0.5,
+        "job_heartbeat_timeout_seconds": 30.0, "job_cancel_grace_seconds": 5.0,
+    })
 
 
 @pytest.fixture(autouse=True)

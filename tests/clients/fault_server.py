@@ -1,6 +1,7 @@
 """A real HTTP server in a thread whose answers a test scripts: a status with headers and a
-JSON body, or a dropped connection (the request is read, then the socket is closed without an
-answer). It records every request it receives, with its arrival time."""
+JSON body, a server-sent event stream (possibly silent for a while), or a dropped connection
+(the request is read, then the socket is closed without an answer). It records every request
+it receives, with its arrival time."""
 
 from __future__ import annotations
 
@@ -22,6 +23,13 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Events:
+    """A 200 text/event-stream answer: the headers at once, ``text`` after ``delay`` seconds."""
+    text: str
+    delay: float = 0.0
+
+
 DROP = "drop"
 
 
@@ -34,7 +42,7 @@ class Received:
     at: float
 
 
-Handler = Callable[[Received], "Reply | str"]
+Handler = Callable[[Received], "Reply | Events | str"]
 
 
 class FaultServer:
@@ -46,9 +54,9 @@ class FaultServer:
         return [r for r in self.received if r.method == method and r.path.split("?")[0] == path]
 
 
-def scripted(replies: dict[tuple[str, str], list[Reply | str]]) -> Handler:
+def scripted(replies: dict[tuple[str, str], list[Reply | Events | str]]) -> Handler:
     """Answer each (method, path) with its replies in order; the last one repeats."""
-    def handle(request: Received) -> Reply | str:
+    def handle(request: Received) -> Reply | Events | str:
         queue = replies.get((request.method, request.path.split("?")[0]))
         if not queue:
             return Reply(404, {"error": {"message": "not scripted", "type": "not_found_error"}})
@@ -73,6 +81,9 @@ def fault_server(handle: Handler) -> Iterator[tuple[str, FaultServer]]:
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
+            if isinstance(reply, Events):
+                self._events(reply)
+                return
             assert isinstance(reply, Reply)
             payload = b"" if reply.body is None else json.dumps(reply.body).encode()
             self.send_response(reply.status)
@@ -82,6 +93,19 @@ def fault_server(handle: Handler) -> Iterator[tuple[str, FaultServer]]:
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
+
+        def _events(self, reply: Events) -> None:
+            payload = reply.text.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.flush()
+            time.sleep(reply.delay)
+            try:
+                self.wfile.write(payload)
+            except OSError:  # the client gave up waiting
+                self.close_connection = True
 
         do_GET = do_POST = do_PUT = do_DELETE = _serve
 

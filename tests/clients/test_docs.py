@@ -1,6 +1,6 @@
 """docs/clients.md runs as written against a live server: every ```python block in order in
 one namespace and every ```bash block in a shell, with LORALOOP_BASE_URL / LORALOOP_API_KEY
-set as the page says. Blocks fenced ``python no-run`` / ``bash no-run`` need the jobs API."""
+set as the page says. The server runs its local job worker for the jobs examples."""
 
 from __future__ import annotations
 
@@ -12,15 +12,22 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import Settings
 from tests.adapters import make_adapter
-from tests.clients.conftest import CLIENT_SRC
+from tests.clients.conftest import CLIENT_SRC, with_worker
 from tests.service.http.conftest import ADMIN_KEY
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "clients.md"
 
 
+@pytest.fixture(scope="module")
+def server_settings(server_settings: Settings) -> Settings:
+    return with_worker(server_settings)
+
+
 def test_the_documented_examples_run_as_written(base_url, server_settings, tmp_path, monkeypatch):
     blocks = re.findall(r"```(python|bash)\n(.*?)```", DOC.read_text(), re.S)
+    assert len(blocks) == len(re.findall(r"```(?:python|bash)", DOC.read_text())), "a block would not run"
     assert sum(lang == "python" for lang, _ in blocks) >= 8 and sum(lang == "bash" for lang, _ in blocks) >= 3
     make_adapter(Path(server_settings.base_model), tmp_path / "adapter", seed=31)
     monkeypatch.chdir(tmp_path)
@@ -40,11 +47,7 @@ def test_the_documented_examples_run_as_written(base_url, server_settings, tmp_p
         done = subprocess.run(["bash", "-c", "set -euo pipefail\n" + code], env=env,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"block {number}:\n{code}\n{done.stderr[-3000:]}"
-    assert namespace["client"].adapters.get("summarize").aliases["production"] == 3
+    assert namespace["client"].adapters.get("summarize").aliases["production"] == 4  # 2: publish, 3: the DPO job, 4: CLI push
     assert Path("summarize.jsonl").read_text().count("\n") >= 2
+    assert namespace["final"].state == "succeeded"
 
-
-@pytest.mark.parametrize("fence", ["python no-run", "bash no-run"])
-def test_only_the_jobs_examples_are_not_run(fence):
-    skipped = re.findall(rf"```{fence}\n(.*?)```", DOC.read_text(), re.S)
-    assert skipped and all("jobs" in block for block in skipped)

@@ -1,16 +1,17 @@
-"""The jobs part of the SDK and CLI against a scripted HTTP server that answers as the jobs
-API's spec says (issue 12). End-to-end tests against the real server follow when that API is
-merged."""
+"""The jobs part of the SDK and CLI against a scripted HTTP server: the cases a live server
+cannot be made to show at will (a job seen queued, running and ended in three polls; a failed
+job). test_jobs_live.py runs the same calls against the real server and its worker."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from click.testing import CliRunner
-from loraloop_client import Client
+from loraloop_client import AsyncClient, Client
 from loraloop_client.cli import cli
 
-from tests.clients.fault_server import Reply, fault_server, scripted
+from tests.clients.fault_server import Events, Reply, fault_server, scripted
 
 
 def job(state: str, step: int | None, **extra) -> Reply:
@@ -56,3 +57,25 @@ def test_jobs_submit_sends_nested_overrides_and_one_idempotency_key():
     assert json.loads(sent.body) == {"kind": "round", "use_case": "demo",
                                      "params": {"algorithm": "dpo", "policy": {"train_steps": 20}}}
     assert sent.headers["Idempotency-Key"].startswith("loraloop-")
+
+
+def test_follow_logs_waits_through_a_quiet_stream_longer_than_the_read_timeout():
+    # A queued job logs nothing until it starts: the server's stream stays silent, for longer
+    # than the read timeout, more times than max_retries. Following must wait on, not fail.
+    with fault_server(scripted({("GET", "/v1/jobs/job-1/logs"): quiet_then_a_line()})) as (url, server):
+        with Client(url, "k", timeout=0.2, max_retries=2) as client:
+            lines = [log.line for log in client.jobs.follow_logs("job-1")]
+    assert lines == ["job started"] and len(server.requests_to("GET", "/v1/jobs/job-1/logs")) == 5
+
+    async def follow(url: str) -> list[str]:
+        async with AsyncClient(url, "k", timeout=0.2, max_retries=2) as client:
+            return [log.line async for log in client.jobs.follow_logs("job-1")]
+
+    with fault_server(scripted({("GET", "/v1/jobs/job-1/logs"): quiet_then_a_line()})) as (url, _):
+        assert asyncio.run(follow(url)) == ["job started"]
+
+
+def quiet_then_a_line() -> list[Events]:
+    quiet = Events(": nothing yet\n\n", delay=0.6)
+    line = 'id: 7\ndata: {"seq": 7, "line": "job started"}\n\nevent: end\ndata: {"state": "succeeded"}\n\n'
+    return [quiet] * 4 + [Events(line)]

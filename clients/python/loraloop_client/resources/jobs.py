@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx2
 
 from loraloop_client._base import new_idempotency_key
-from loraloop_client._exceptions import APIConnectionError
+from loraloop_client._exceptions import APIConnectionError, APITimeoutError
 from loraloop_client._models import Model, RequestModel
 
 if TYPE_CHECKING:
@@ -62,9 +62,11 @@ class Job(Model):
     result: dict[str, Any] | None = None
     error: str | None = None
     cancel_requested: bool = False
+    worker: str | None = None
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    heartbeat_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -127,6 +129,13 @@ def _log_line(data: str) -> LogLine:
     return LogLine.model_validate_json(data)
 
 
+def _quiet(error: APIConnectionError, opened: bool) -> bool:
+    """A followed log stream the server opened, then kept silent past the read timeout: the
+    server sends nothing while a job writes no lines (a queued job for as long as it waits).
+    That is no failure: follow again from the last line received."""
+    return opened and isinstance(error, APITimeoutError)
+
+
 class Jobs:
     """``client.jobs``."""
 
@@ -169,8 +178,10 @@ class Jobs:
         failures = 0
         while True:
             params = {"tail": tail, "after": after, "follow": True}
+            opened = False
             try:
                 with self._core.stream("GET", f"/v1/jobs/{job_id}/logs", params=params) as response:
+                    opened = True
                     for event in httpx2.EventSource(response):
                         if event.event == "end":
                             return
@@ -178,7 +189,9 @@ class Jobs:
                         after, failures = line.seq, 0
                         yield line
                 return  # the server closed the stream without an end event: nothing more to read
-            except APIConnectionError:
+            except APIConnectionError as error:
+                if _quiet(error, opened):
+                    continue
                 failures += 1
                 if failures > self._core.max_retries:
                     raise
@@ -240,8 +253,10 @@ class AsyncJobs:
         failures = 0
         while True:
             params = {"tail": tail, "after": after, "follow": True}
+            opened = False
             try:
                 async with self._core.stream("GET", f"/v1/jobs/{job_id}/logs", params=params) as response:
+                    opened = True
                     async for event in httpx2.EventSource(response):
                         if event.event == "end":
                             return
@@ -249,7 +264,9 @@ class AsyncJobs:
                         after, failures = line.seq, 0
                         yield line
                 return
-            except APIConnectionError:
+            except APIConnectionError as error:
+                if _quiet(error, opened):
+                    continue
                 failures += 1
                 if failures > self._core.max_retries:
                     raise
