@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,10 +20,9 @@ from sqlalchemy.orm import Session
 
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.store.db import Database
-from core.store.jobs import Jobs, _json_object, _leased, _parse, to_job
+from core.store.jobs import Jobs, _leased, new_job_row, to_job
 from core.store.models import FeedbackRow, JobLogRow, JobMetricRow, JobRow, utcnow
 from core.store.records import Job, JobKind, JobState
-from core.store.validation import check_use_case
 
 MAX_PAGE = 1000
 
@@ -64,25 +62,16 @@ class JobQueries:
         returns the job queued the first time (created False); a different body is a Conflict."""
         if idempotency_key is None:
             return Jobs(self._db).create(kind, use_case, params, max_attempts=max_attempts), True
-        kind = _parse(JobKind, kind, "kind")
-        check_use_case(use_case)
-        params = _json_object(params, "params")
-        body = {"kind": str(kind), "use_case": use_case, "params": params,
+        row = new_job_row(kind, use_case, params, max_attempts)
+        body = {"kind": str(row.kind), "use_case": use_case, "params": row.params,
                 "max_attempts": max_attempts}
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        row.idempotency_key, row.request_sha256 = idempotency_key, digest
         try:
             with self._db.write() as session:
                 existing = _by_key(session, idempotency_key)
                 if existing is not None:
                     return _replay(existing, digest), False
-                row = JobRow(
-                    id=f"job-{uuid.uuid4().hex}", kind=kind, use_case=use_case,
-                    state=JobState.QUEUED, params=params, progress=0.0, result=None,
-                    error=None, attempts=0, max_attempts=max_attempts, worker=None,
-                    cancel_requested=False, heartbeat_at=None, created_at=utcnow(),
-                    started_at=None, finished_at=None, idempotency_key=idempotency_key,
-                    request_sha256=digest,
-                )
                 session.add(row)
                 session.flush()
                 return to_job(row), True

@@ -55,28 +55,7 @@ class Jobs:
         max_attempts: int = 1,
     ) -> Job:
         """Queue a new job. ``max_attempts`` > 1 lets a job whose runner died run again."""
-        kind = _parse(JobKind, kind, "kind")
-        check_use_case(use_case)
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise InvalidRequest("max_attempts: must be an integer >= 1", param="max_attempts")
-        row = JobRow(
-            id=f"job-{uuid.uuid4().hex}",
-            kind=kind,
-            use_case=use_case,
-            state=JobState.QUEUED,
-            params=_json_object(params or {}, "params"),
-            progress=0.0,
-            result=None,
-            error=None,
-            attempts=0,
-            max_attempts=max_attempts,
-            worker=None,
-            cancel_requested=False,
-            heartbeat_at=None,
-            created_at=utcnow(),
-            started_at=None,
-            finished_at=None,
-        )
+        row = new_job_row(kind, use_case, params or {}, max_attempts)
         with self._db.write() as session:
             session.add(row)
         return to_job(row)
@@ -296,6 +275,34 @@ class Jobs:
             statement = statement.where(JobRow.state == _parse(JobState, state, "state"))
         with self._db.read() as session:
             return [to_job(row) for row in session.scalars(statement)]
+
+
+def new_job_row(
+    kind: JobKind | str, use_case: str, params: Mapping[str, Any], max_attempts: int
+) -> JobRow:
+    """A queued job's row, its arguments checked (InvalidRequest naming the bad one)."""
+    kind = _parse(JobKind, kind, "kind")
+    check_use_case(use_case)
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise InvalidRequest("max_attempts: must be an integer >= 1", param="max_attempts")
+    return JobRow(
+        id=f"job-{uuid.uuid4().hex}",
+        kind=kind,
+        use_case=use_case,
+        state=JobState.QUEUED,
+        params=_json_object(params, "params"),
+        progress=0.0,
+        result=None,
+        error=None,
+        attempts=0,
+        max_attempts=max_attempts,
+        worker=None,
+        cancel_requested=False,
+        heartbeat_at=None,
+        created_at=utcnow(),
+        started_at=None,
+        finished_at=None,
+    )
 
 
 def _parse(enum: type[E], value: object, param: str) -> E:
