@@ -254,7 +254,7 @@ def main() -> None:
             max_active_adapters=32,
             max_lora_rank=RANK,
             max_batch_size=40,  # 32 running rows plus room for newcomers (the TTFT section)
-            max_cpu_adapters=64,
+            max_host_adapters=64,
             alias_poll_seconds=0,
             prefill_chunk_tokens=512,
             max_new_tokens=512,
@@ -365,7 +365,7 @@ def main() -> None:
             await engine.refresh_aliases()
             served = await engine.complete(prompts[0], "a00", one)
             swap = (time.perf_counter() - t) * 1000
-            assert served.adapter == "a00@2", served.adapter
+            assert str(served.version) == "a00@2", served.version
             return disk, reg, swap
 
         disk, reg, swap = asyncio.run(cold_and_swap())
@@ -383,11 +383,11 @@ def main() -> None:
 def prefill_ms(engine: Engine, ids: list[int], adapter: str, repeats: int = 5) -> float:
     """Median time of the engine's prefill forward for ``ids`` alone (idle engine, one free
     row, the adapter's slot bound): what a newcomer's first token costs at the least."""
-    from service.engine.adapters import AdapterKey
+    from core.names import AdapterVersion
     from service.engine.batch import PrefillGroup
 
     scheduler = engine.scheduler
-    slot = engine.adapters.slot_of(AdapterKey(adapter, 1))
+    slot = engine.adapters.slot_of(AdapterVersion(adapter, 1))
     assert slot is not None, adapter
 
     def once() -> None:

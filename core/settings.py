@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -159,8 +159,10 @@ class Settings(BaseSettings):
     """loraloop's settings. See docs/configuration.md for every field."""
 
     # Nested groups read as LORALOOP_<GROUP>__<FIELD>, e.g. LORALOOP_KUBERNETES__NAMESPACE.
+    # populate_by_name: a field with an alias (the old env name of a renamed setting) is still
+    # given by its name in code and in a config file.
     model_config = SettingsConfigDict(
-        env_prefix="LORALOOP_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="LORALOOP_", env_nested_delimiter="__", extra="forbid", populate_by_name=True
     )
 
     # --- base model ---
@@ -205,8 +207,10 @@ class Settings(BaseSettings):
     # memory formula in docs/configuration.md (3.05 GiB of LoRA buffers on Llama-2-7B).
     max_active_adapters: int = Field(8, ge=1, description="Adapter slots in the LoRA layers.")
     max_lora_rank: int = Field(16, ge=1)
-    max_cpu_adapters: int = Field(
-        128, ge=1, description="Adapter copies in host memory, in use or not (LRU beyond that)."
+    max_host_adapters: int = Field(
+        128, ge=1, description="Adapter copies in host memory, in use or not (LRU beyond that).",
+        # Its first name, from before the tiers were named slot / host / disk, still works.
+        validation_alias=AliasChoices("LORALOOP_MAX_HOST_ADAPTERS", "LORALOOP_MAX_CPU_ADAPTERS"),
     )
     max_batch_size: int = Field(32, ge=1)
     max_queue: int = Field(256, ge=1, description="Waiting requests before 'overloaded' (429).")

@@ -13,26 +13,26 @@ from core.registry import open_registry
 from core.settings import Settings
 from core.store import Store
 from service.adapters.api_router import router as adapters_router
-from service.adapters.serving import AdapterService
+from service.adapters.service import AdapterService
 from service.auth import Authenticator
 from service.completion_log import CompletionLogWriter
 from service.demo import ensure_demo_adapter
 from service.engine import Engine
 from service.errors import install_error_handlers
 from service.feedback.api_router import router as feedback_router
-from service.feedback.serving import FeedbackService, import_limits
+from service.feedback.service import FeedbackService, import_limits
 from service.health import router as health_router
 from service.jobs.api_router import router as jobs_router
-from service.jobs.serving import JobService
+from service.jobs.service import JobService
 from service.labeling.api_router import router as labeling_router
-from service.labeling.serving import LabelingService
+from service.labeling.service import LabelingService
 from service.metrics import ServiceMetrics
 from service.openai.api_router import router as openai_router
-from service.openai.serving import OpenAIServing
+from service.openai.service import OpenAIService
 from service.rewards.api_router import router as rewards_router
 from service.state import ServiceState
 from service.ui import pages
-from service.ui.serving import DashboardService
+from service.ui.service import DashboardService
 from service.ui.sessions import Sessions
 from service.worker_process import WorkerSupervisor
 
@@ -51,7 +51,7 @@ def build_state(settings: Settings) -> ServiceState:
         if settings.log_completions else None
     )
     engine = Engine(settings, registry, base_info=base_info, events=metrics)
-    openai = OpenAIServing(
+    openai = OpenAIService(
         engine, metrics, completion_sink=completion_log.submit if completion_log else None
     )
     adapters = AdapterService(settings, registry, engine)

@@ -15,7 +15,6 @@ from collections.abc import Iterable
 
 from core.store import Completion, Store
 from service.metrics import ServiceMetrics
-from service.openai.serving import CompletionRecord
 
 log = logging.getLogger(__name__)
 
@@ -23,31 +22,18 @@ BATCH = 256
 WRITE_ATTEMPTS = 3
 
 
-def to_completion(record: CompletionRecord) -> Completion:
-    adapter, version = None, None
-    if record.adapter is not None:
-        name, _, number = record.adapter.partition("@")
-        adapter, version = name, int(number)
-    return Completion(
-        id=record.id, prompt=record.prompt, text=record.completion, adapter=adapter, version=version,
-        sampling_params={**record.params, "finish_reason": record.finish_reason},
-        prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens,
-        latency_ms=record.latency_ms,
-    )
-
-
 class CompletionLogWriter:
     def __init__(self, store: Store, metrics: ServiceMetrics, max_queue: int):
         self.store = store
         self.metrics = metrics
-        self._queue: queue.Queue[CompletionRecord | None] = queue.Queue(max_queue)
+        self._queue: queue.Queue[Completion | None] = queue.Queue(max_queue)
         # Ids queued and not yet written (or dropped): feedback naming one waits for it alone.
         self._pending: set[str] = set()
         self._written = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="loraloop-completion-log", daemon=True)
         self._thread.start()
 
-    def submit(self, record: CompletionRecord) -> None:
+    def submit(self, record: Completion) -> None:
         """Queue a record; never blocks."""
         with self._written:
             self._pending.add(record.id)
@@ -97,11 +83,11 @@ class CompletionLogWriter:
                 batch.append(item)
             self._write(batch)
 
-    def _write(self, batch: list[CompletionRecord]) -> None:
+    def _write(self, batch: list[Completion]) -> None:
         try:
             for attempt in range(1, WRITE_ATTEMPTS + 1):
                 try:
-                    self.store.completions.log(to_completion(r) for r in batch)
+                    self.store.completions.log(batch)
                     return
                 except Exception:  # the database is down or busy: retry, then drop
                     if attempt == WRITE_ATTEMPTS:
@@ -114,7 +100,7 @@ class CompletionLogWriter:
             for _ in batch:
                 self._queue.task_done()
 
-    def _settle(self, records: list[CompletionRecord]) -> None:
+    def _settle(self, records: list[Completion]) -> None:
         with self._written:
             self._pending.difference_update(r.id for r in records)
             self._written.notify_all()

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from core.adapters import Tier
+from core.names import BASE_MODEL, AdapterVersion
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _TOKEN_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 _LOAD_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60)
@@ -90,9 +93,15 @@ class ServiceMetrics:
             "Completion records dropped because the log writer's queue was full.", registry=r,
         )
 
+    def request_served(self, version: AdapterVersion | None, seconds: float) -> None:
+        """A request ended on ``version`` (None: the base model, labelled ``base`` and ``-``)."""
+        adapter, number = (BASE_MODEL, "-") if version is None else (version.adapter, str(version.version))
+        self.adapter_requests.labels(adapter, number).inc()
+        self.adapter_latency.labels(adapter).observe(seconds)
+
     # --- service.engine.events.EngineEvents: the engine reports adapter residency here ---
 
-    def adapter_hit(self, adapter: str, tier: str) -> None:
+    def adapter_hit(self, adapter: str, tier: Tier) -> None:
         self.adapter_cache_hits.labels(adapter, tier).inc()
 
     def adapter_miss(self, adapter: str) -> None:
@@ -101,7 +110,7 @@ class ServiceMetrics:
     def adapter_loaded(self, adapter: str, seconds: float) -> None:
         self.adapter_load_seconds.labels(adapter).observe(seconds)
 
-    def adapter_evicted(self, adapter: str, tier: str) -> None:
+    def adapter_evicted(self, adapter: str, tier: Tier) -> None:
         self.adapter_evictions.labels(adapter, tier).inc()
 
     def alias_moved(self, adapter: str, alias: str) -> None:

@@ -16,13 +16,13 @@ from service.engine import Engine
 from service.metrics import ServiceMetrics
 
 if TYPE_CHECKING:
-    from service.adapters.serving import AdapterService
+    from service.adapters.service import AdapterService
     from service.completion_log import CompletionLogWriter
-    from service.feedback.serving import FeedbackService
-    from service.jobs.serving import JobService
-    from service.labeling.serving import LabelingService
-    from service.openai.serving import OpenAIServing
-    from service.ui.serving import DashboardService
+    from service.feedback.service import FeedbackService
+    from service.jobs.service import JobService
+    from service.labeling.service import LabelingService
+    from service.openai.service import OpenAIService
+    from service.ui.service import DashboardService
     from service.ui.sessions import Sessions
     from service.worker_process import WorkerSupervisor
 
@@ -35,7 +35,7 @@ class ServiceState:
     engine: Engine
     metrics: ServiceMetrics
     authenticator: Authenticator
-    openai: OpenAIServing
+    openai: OpenAIService
     adapters: AdapterService
     store: Store
     completion_log: CompletionLogWriter | None

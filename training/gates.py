@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.errors import Conflict, InvalidRequest
-from core.store import AdapterVersion, FeedbackSource, Store
+from core.names import AdapterVersion
+from core.store import FeedbackSource, Store
 from core.store.stats import (
     DEFAULT_MIN_HUMAN_VOTES,
     DEFAULT_MIN_HUMAN_WIN_LOWER_BOUND,

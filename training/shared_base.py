@@ -29,18 +29,17 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from peft import LoraConfig, PeftModel
 from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from core.adapters import AdapterKind
 from core.errors import InvalidAdapter
 from core.settings import Settings
 from training.ppo_math import logprobs_from_logits
 
-AdapterKind = Literal["policy", "reward"]
 POLICY, REWARD, PARENT = "policy", "reward", "parent"
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
+from core.adapters import AdapterKind
 from core.base.info import BaseModelInfo
 from core.registry.local_store import LocalObjectStore
-from core.registry.manifest import AdapterKind, AliasRecord, FileEntry, Manifest
+from core.registry.manifest import AliasRecord, FileEntry, Manifest
 from core.registry.object_store import ObjectStore
 from core.registry.registry import ANY, Registry
 from core.registry.s3_store import S3ObjectStore

@@ -7,11 +7,12 @@ visible exactly when its manifest is, so a publisher that dies mid-upload leaves
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-AdapterKind = Literal["policy", "reward"]
+from core.adapters import AdapterKind
+from core.names import AdapterVersion
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -57,8 +58,14 @@ class Manifest(BaseModel):
         return files
 
     @property
+    def adapter_version(self) -> AdapterVersion:
+        """The version this manifest registers, ``adapter@version``."""
+        return AdapterVersion(self.adapter, self.version)
+
+    @property
     def ref(self) -> str:
-        return f"{self.adapter}@{self.version}"
+        """``str(adapter_version)``: the ``name@N`` text, for logs and lineage JSON."""
+        return str(self.adapter_version)
 
 
 class AliasRecord(BaseModel):

@@ -22,12 +22,13 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from core.adapters import AdapterKind
 from core.base.info import BaseModelInfo
 from core.errors import Conflict, IntegrityError, InvalidAdapter, NotFound
 from core.hashing import sha256_file
-from core.names import AdapterRef, parse_ref, validate_alias, validate_name
+from core.names import AdapterVersion, Reference, parse_ref, validate_alias, validate_name
 from core.registry.cache import AdapterCache
-from core.registry.manifest import AdapterKind, AliasRecord, FileEntry, Manifest
+from core.registry.manifest import AliasRecord, FileEntry, Manifest
 from core.registry.object_store import ObjectStore
 from core.registry.validation import ADAPTER_FILES, validate_adapter_folder
 
@@ -197,18 +198,18 @@ class Registry:
             return
         raise Conflict(f"could not move {adapter}@{alias}: too many concurrent writers")
 
-    def resolve(self, ref: str | AdapterRef) -> Manifest:
-        """The manifest ``name``, ``name@alias`` or ``name@N`` points to; NotFound if none."""
+    def resolve(self, ref: str | Reference) -> Manifest:
+        """The manifest a reference points to; NotFound if none. A text reference (``name``,
+        ``name@alias``, ``name@N``, from a CLI or a config file) is parsed here."""
         parsed = parse_ref(ref) if isinstance(ref, str) else ref
-        if parsed.version is not None:
-            return self.manifest(parsed.name, parsed.version)
-        assert parsed.alias is not None
-        version, _ = self._read_alias(parsed.name, parsed.alias)
+        if isinstance(parsed, AdapterVersion):
+            return self.manifest(parsed.adapter, parsed.version)
+        version, _ = self._read_alias(parsed.adapter, parsed.alias)
         if version is None:
-            if not self.list_versions(parsed.name):
-                raise NotFound(f"adapter {parsed.name!r} does not exist")
-            raise NotFound(f"adapter {parsed.name!r} has no alias {parsed.alias!r}")
-        return self.manifest(parsed.name, version)
+            if not self.list_versions(parsed.adapter):
+                raise NotFound(f"adapter {parsed.adapter!r} does not exist")
+            raise NotFound(f"adapter {parsed.adapter!r} has no alias {parsed.alias!r}")
+        return self.manifest(parsed.adapter, version)
 
     # --- local cache ---
 

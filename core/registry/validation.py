@@ -17,10 +17,11 @@ from typing import Any
 
 from safetensors import safe_open
 
+from core.adapters import AdapterKind
 from core.base.info import BaseModelInfo
 from core.errors import InvalidAdapter
 from core.registry.manifest import ADAPTER_FILES as ADAPTER_FILES  # re-exported
-from core.registry.manifest import CONFIG_FILE, WEIGHTS_FILE, AdapterKind
+from core.registry.manifest import CONFIG_FILE, WEIGHTS_FILE
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 

@@ -8,13 +8,12 @@ from core.store.db import Database, open_database
 from core.store.formats import ImportLimits
 from core.store.migrate import current_revision, head_revision, upgrade
 from core.store.records import (
-    AdapterVersion,
     Agreement,
     Choice,
     Completion,
-    ExportFormat,
     Feedback,
     FeedbackCreate,
+    FeedbackFormat,
     FeedbackSource,
     FeedbackStats,
     ImportReport,
@@ -41,14 +40,13 @@ from core.store.records import (
 from core.store.store import Store
 
 __all__ = [
-    "AdapterVersion",
     "Agreement",
     "Choice",
     "Completion",
     "Database",
-    "ExportFormat",
     "Feedback",
     "FeedbackCreate",
+    "FeedbackFormat",
     "FeedbackSource",
     "FeedbackStats",
     "ImportLimits",

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidRequest, NotFound
+from core.names import AdapterVersion
 from core.store.db import Database
 from core.store.models import ID_LENGTH, CompletionRow, utcnow
 from core.store.records import Completion
@@ -50,8 +51,8 @@ def _row_values(completion: Completion, now: datetime) -> dict[str, object]:
         raise InvalidRequest(f"completion id must be 1-{ID_LENGTH} characters", param="id")
     return {
         "id": completion.id,
-        "adapter": completion.adapter,
-        "version": completion.version,
+        "adapter": completion.version.adapter if completion.version else None,
+        "version": completion.version.version if completion.version else None,
         "prompt": completion.prompt,
         "text": completion.text,
         "sampling_params": completion.sampling_params,
@@ -67,8 +68,7 @@ def to_completion(row: CompletionRow) -> Completion:
         id=row.id,
         prompt=row.prompt,
         text=row.text,
-        adapter=row.adapter,
-        version=row.version,
+        version=stored_version(row.adapter, row.version),
         sampling_params=row.sampling_params,
         prompt_tokens=row.prompt_tokens,
         completion_tokens=row.completion_tokens,
@@ -83,3 +83,9 @@ def prompts_and_texts(session: Session, ids: Iterable[str]) -> dict[str, tuple[s
         CompletionRow.id.in_(list(ids))
     )
     return {row.id: (row.prompt, row.text) for row in session.execute(statement)}
+
+
+def stored_version(adapter: str | None, version: int | None) -> AdapterVersion | None:
+    """The version a completion row names: its adapter and version columns, both NULL for
+    the base model."""
+    return None if adapter is None or version is None else AdapterVersion(adapter, version)

@@ -18,9 +18,9 @@ from core.store.formats import ImportLimits, to_preference, to_vertex
 from core.store.models import FeedbackRow, utcnow
 from core.store.records import (
     TIE,
-    ExportFormat,
     Feedback,
     FeedbackCreate,
+    FeedbackFormat,
     FeedbackSource,
     ImportReport,
     PreferenceRow,
@@ -31,7 +31,7 @@ from core.store.validation import ValidFeedback, check_use_case, choice_label, v
 EXPORT_PAGE_ROWS = 1000
 
 
-class FeedbackLog:
+class FeedbackRepository:
     """Store and read pairwise feedback. Built by ``Store``; thread-safe."""
 
     def __init__(self, database: Database):
@@ -79,7 +79,7 @@ class FeedbackLog:
         file: str | os.PathLike[str] | BinaryIO,
         *,
         use_case: str,
-        fmt: ExportFormat | None = None,
+        fmt: FeedbackFormat | None = None,
         labeler: str | None = None,
         source: FeedbackSource | str = FeedbackSource.HUMAN,
         idempotency_key: str | None = None,
@@ -98,7 +98,7 @@ class FeedbackLog:
         )
 
     def export(
-        self, use_case: str, fmt: ExportFormat = "vertex", *, include_ties: bool = False
+        self, use_case: str, fmt: FeedbackFormat = "vertex", *, include_ties: bool = False
     ) -> Iterator[VertexRow | PreferenceRow]:
         """The use case's feedback in id order, as Vertex or TRL rows (dicts).
 
@@ -115,7 +115,7 @@ class FeedbackLog:
         return self._export(use_case, fmt, include_ties)
 
     def _export(
-        self, use_case: str, fmt: ExportFormat, include_ties: bool
+        self, use_case: str, fmt: FeedbackFormat, include_ties: bool
     ) -> Iterator[VertexRow | PreferenceRow]:
         after = 0
         while True:

@@ -24,8 +24,8 @@ from typing import Any, BinaryIO, cast
 from core.errors import InvalidRequest, TooLarge
 from core.store.records import (
     TIE,
-    ExportFormat,
     FeedbackCreate,
+    FeedbackFormat,
     FeedbackSource,
     PreferenceRow,
     VertexRow,
@@ -35,7 +35,7 @@ ASSISTANT_TURN = "\n\nAssistant:"
 GZIP_MAGIC = b"\x1f\x8b"
 
 # API field name -> the file's field name, so validation errors name the file's fields.
-FIELD_NAMES: dict[ExportFormat, dict[str, str]] = {
+FIELD_NAMES: dict[FeedbackFormat, dict[str, str]] = {
     "vertex": {
         "prompt": "input_text",
         "candidates": "candidate_0/candidate_1",
@@ -48,13 +48,13 @@ FIELD_NAMES: dict[ExportFormat, dict[str, str]] = {
         "candidates[1]": "rejected",
     },
 }
-_FIELDS: dict[ExportFormat, tuple[str, ...]] = {
+_FIELDS: dict[FeedbackFormat, tuple[str, ...]] = {
     "vertex": ("input_text", "candidate_0", "candidate_1", "choice"),
     "trl": ("prompt", "chosen", "rejected"),
 }
 
 
-def detect_format(row: Mapping[str, Any]) -> ExportFormat | None:
+def detect_format(row: Mapping[str, Any]) -> FeedbackFormat | None:
     """The format whose field names ``row`` uses, or None."""
     if "input_text" in row or "candidate_0" in row or "candidate_1" in row:
         return "vertex"
@@ -64,7 +64,7 @@ def detect_format(row: Mapping[str, Any]) -> ExportFormat | None:
 
 
 def parse_row(
-    fmt: ExportFormat,
+    fmt: FeedbackFormat,
     row: Mapping[str, Any],
     *,
     use_case: str,

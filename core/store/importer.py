@@ -30,7 +30,7 @@ from core.errors import Conflict, InvalidRequest
 from core.store.db import Database
 from core.store.formats import FIELD_NAMES, ImportLimits, detect_format, parse_row, read_lines
 from core.store.models import FeedbackRow, utcnow
-from core.store.records import ExportFormat, FeedbackSource, ImportReport, RejectedRow
+from core.store.records import FeedbackFormat, FeedbackSource, ImportReport, RejectedRow
 from core.store.validation import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     MAX_LABELER_CHARS,
@@ -53,7 +53,7 @@ def import_jsonl(
     file: str | os.PathLike[str] | BinaryIO,
     *,
     use_case: str,
-    fmt: ExportFormat | None = None,
+    fmt: FeedbackFormat | None = None,
     labeler: str | None = None,
     source: FeedbackSource | str = FeedbackSource.HUMAN,
     idempotency_key: str | None = None,
@@ -115,12 +115,12 @@ def _parse(
     file: str | os.PathLike[str] | BinaryIO,
     limits: ImportLimits,
     spool: IO[bytes],
-    fmt: ExportFormat | None,
+    fmt: FeedbackFormat | None,
     use_case: str,
     labeler: str | None,
     source: FeedbackSource | str,
     idempotency_key: str | None,
-) -> tuple[ExportFormat, _Rejections]:
+) -> tuple[FeedbackFormat, _Rejections]:
     """Validate every line; write the valid ones to ``spool`` (one JSON line each)."""
     rejected = _Rejections()
     for number, text in read_lines(file, limits):

@@ -20,7 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, InvalidRequest, NotFound
-from core.store.completions import prompts_and_texts, to_completion
+from core.names import AdapterVersion
+from core.store.completions import prompts_and_texts, stored_version, to_completion
 from core.store.db import Database
 from core.store.models import (
     CompletionRow,
@@ -31,7 +32,6 @@ from core.store.models import (
     utcnow,
 )
 from core.store.records import (
-    AdapterVersion,
     Agreement,
     FeedbackCreate,
     LabelerProgress,
@@ -120,15 +120,14 @@ class Labeling:
             return len(session.execute(statement, rows).all()) if rows else 0
 
     def logged_pairs(
-        self, queue_id: str, a: AdapterVersion, b: AdapterVersion | None = None, limit: int = 20
+        self, queue_id: str, a: AdapterVersion | None, b: AdapterVersion | None, limit: int = 20
     ) -> list[tuple[str, str]]:
         """Up to ``limit`` new pairs from the completion log, newest prompts first: one completion
-        of ``a`` and one of ``b`` for the same prompt, or, without ``b``, two different samples
-        of ``a``. Completions already in the queue are not used again."""
-        b = b or a
+        of ``a`` and one of ``b`` for the same prompt (two different samples of ``a`` when
+        ``b == a``; None is the base model). Completions already in the queue are not used again."""
         versions = [
-            and_(CompletionRow.adapter.is_not_distinct_from(v.adapter),
-                 CompletionRow.version.is_not_distinct_from(v.version))
+            and_(CompletionRow.adapter.is_(None), CompletionRow.version.is_(None)) if v is None
+            else and_(CompletionRow.adapter == v.adapter, CompletionRow.version == v.version)
             for v in {a, b}
         ]
         p = LabelingPairRow
@@ -148,8 +147,8 @@ class Labeling:
                 by_prompt[row.prompt].append(row)
         found: list[tuple[str, str]] = []
         for rows in by_prompt.values():
-            firsts = [r for r in rows if AdapterVersion(r.adapter, r.version) == a]
-            seconds = [r for r in rows if AdapterVersion(r.adapter, r.version) == b]
+            firsts = [r for r in rows if stored_version(r.adapter, r.version) == a]
+            seconds = [r for r in rows if stored_version(r.adapter, r.version) == b]
             pair = next(
                 ((x.id, y.id) for x in firsts for y in seconds if x.id != y.id and x.text != y.text),
                 None,

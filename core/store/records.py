@@ -10,12 +10,15 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal, TypedDict
+from typing import Any, Literal, TypedDict
+
+from core.names import AdapterVersion
 
 Choice = Literal[0, 1, "tie"]
 """Which candidate won: 0, 1, or "tie" (stored as -1)."""
 
-ExportFormat = Literal["vertex", "trl"]
+FeedbackFormat = Literal["vertex", "trl"]
+"""The two feedback file formats, for import and export alike."""
 
 TIE = -1  # the stored value of choice "tie"
 
@@ -50,24 +53,9 @@ def new_completion_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class AdapterVersion:
-    """The model that produced a completion: ``adapter@version``, or the base model (both None)."""
-
-    adapter: str | None
-    version: int | None
-
-    BASE: ClassVar[AdapterVersion]
-
-    def __str__(self) -> str:
-        return "base" if self.adapter is None else f"{self.adapter}@{self.version}"
-
-
-AdapterVersion.BASE = AdapterVersion(None, None)
-
-
-@dataclass(frozen=True, slots=True)
 class Completion:
-    """One served completion. ``adapter``/``version`` are None for the base model.
+    """One served completion; ``version`` is the adapter version that served it, None for the
+    base model.
 
     ``created_at`` may be left None when logging; the store fills in the time of logging.
     """
@@ -75,8 +63,7 @@ class Completion:
     id: str
     prompt: str
     text: str
-    adapter: str | None = None
-    version: int | None = None
+    version: AdapterVersion | None = None
     sampling_params: dict[str, Any] = field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -151,7 +138,7 @@ class ImportReport:
     first ``MAX_REPORTED_REJECTIONS`` rejections; ``rejected_count`` counts them all.
     """
 
-    format: ExportFormat
+    format: FeedbackFormat
     accepted: int
     duplicates: int
     rejected_count: int
@@ -184,7 +171,7 @@ class UseCaseStats:
 class VersionStats:
     """Candidates (logged completions) of ``version`` in feedback, and how they fared."""
 
-    version: AdapterVersion
+    version: AdapterVersion | None  # None: the base model
     candidates: int
     wins: int
     losses: int
@@ -202,8 +189,8 @@ class WinRate:
     """Head-to-head of ``a`` against ``b`` over feedback whose two candidates are logged
     completions of ``a`` and ``b``. ``win_rate = (wins + ties / 2) / total``; None if no total."""
 
-    a: AdapterVersion
-    b: AdapterVersion
+    a: AdapterVersion | None  # None: the base model
+    b: AdapterVersion | None
     wins: int
     losses: int
     ties: int

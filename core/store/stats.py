@@ -16,11 +16,12 @@ from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.orm import aliased
 
 from core.errors import InvalidRequest
+from core.names import AdapterVersion
+from core.store.completions import stored_version
 from core.store.db import Database
 from core.store.models import CompletionRow, FeedbackRow
 from core.store.records import (
     TIE,
-    AdapterVersion,
     FeedbackSource,
     FeedbackStats,
     UseCaseStats,
@@ -37,12 +38,11 @@ def _count_if(condition: ColumnElement[bool]) -> Any:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
-def _produced_by(completion: Any, version: AdapterVersion) -> ColumnElement[bool]:
-    # IS NOT DISTINCT FROM, because the base model is adapter NULL, version NULL.
-    return and_(
-        completion.adapter.is_not_distinct_from(version.adapter),
-        completion.version.is_not_distinct_from(version.version),
-    )
+def _produced_by(completion: Any, version: AdapterVersion | None) -> ColumnElement[bool]:
+    # The base model (None) is adapter NULL, version NULL.
+    if version is None:
+        return and_(completion.adapter.is_(None), completion.version.is_(None))
+    return and_(completion.adapter == version.adapter, completion.version == version.version)
 
 
 class Stats:
@@ -85,22 +85,22 @@ class Stats:
                 )
                 for r in session.execute(per_use_case)
             ]
-            totals: dict[AdapterVersion, list[int]] = {}
+            totals: dict[AdapterVersion | None, list[int]] = {}
             for side in (0, 1):
                 for r in session.execute(_per_version_side(side, use_case)):
-                    counts = totals.setdefault(AdapterVersion(r.adapter, r.version), [0, 0, 0, 0])
+                    counts = totals.setdefault(stored_version(r.adapter, r.version), [0, 0, 0, 0])
                     for i, n in enumerate((r.candidates, r.wins, r.losses, r.ties)):
                         counts[i] += int(n)
         versions = [
             VersionStats(version=v, candidates=c[0], wins=c[1], losses=c[2], ties=c[3])
             for v, c in sorted(
-                totals.items(), key=lambda item: (item[0].adapter or "", item[0].version or 0)
+                totals.items(), key=lambda item: ("", 0) if item[0] is None else (item[0].adapter, item[0].version)
             )
         ]
         return FeedbackStats(use_cases=use_cases, versions=versions)
 
     def win_rate(
-        self, a: AdapterVersion, b: AdapterVersion, use_case: str | None = None,
+        self, a: AdapterVersion | None, b: AdapterVersion | None, use_case: str | None = None,
         source: FeedbackSource | None = None,
     ) -> WinRate:
         """How ``a``'s completions fared against ``b``'s where feedback compared the two

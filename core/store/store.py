@@ -17,7 +17,7 @@ from typing import Any
 from core.settings import Settings
 from core.store.completions import Completions
 from core.store.db import Database, open_database
-from core.store.feedback import FeedbackLog
+from core.store.feedback import FeedbackRepository
 from core.store.job_queries import JobQueries
 from core.store.jobs import Jobs
 from core.store.labeling import Labeling
@@ -32,7 +32,7 @@ class Store:
     def __init__(self, database: Database):
         self.database = database
         self.completions = Completions(database)
-        self.feedback = FeedbackLog(database)
+        self.feedback = FeedbackRepository(database)
         self.snapshots = Snapshots(database)
         self.stats = Stats(database)
         self.jobs = Jobs(database)

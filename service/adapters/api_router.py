@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
+from core.adapters import AdapterKind
+from core.names import parse_ref
 from service.adapters.protocol import (
     AdapterList,
     AdapterPublic,
@@ -16,7 +18,7 @@ from service.adapters.protocol import (
     ResidencyPublic,
     VersionPublic,
 )
-from service.adapters.serving import residency_public, version_public
+from service.adapters.service import residency_public, version_public
 from service.auth import AdminCaller, InferCaller
 from service.state import ServiceState, get_state
 
@@ -42,7 +44,7 @@ async def publish_version(
     caller: AdminCaller,
     state: StateDep,
     files: Annotated[list[UploadFile], File(description="adapter_config.json + adapter_model.safetensors, or one .tar.gz/.zip")],
-    kind: Annotated[Literal["policy", "reward"], Form()] = "policy",
+    kind: Annotated[AdapterKind, Form()] = "policy",
     alias: Annotated[list[str], Form(description="Aliases to point at the new version.")] = [],  # noqa: B006
 ) -> VersionPublic:
     """Publish an uploaded PEFT adapter as the next version of ``name``."""
@@ -67,16 +69,16 @@ async def delete_alias(name: str, alias: str, _: AdminCaller, state: StateDep) -
 @router.post("/{ref}/load", response_model=ResidencyPublic)
 async def load_adapter(ref: str, _: AdminCaller, state: StateDep) -> ResidencyPublic:
     """Load ``name@version|alias`` into host memory and a LoRA slot ahead of traffic."""
-    return residency_public(await state.engine.load(ref))
+    return residency_public(await state.engine.load(parse_ref(ref, param="ref")))
 
 
 @router.post("/{ref}/pin", response_model=ResidencyPublic)
 async def pin_adapter(ref: str, body: PinRequest, _: AdminCaller, state: StateDep) -> ResidencyPublic:
     """Pin (never evict) or unpin an adapter version."""
-    return residency_public(await state.engine.pin(ref, body.pinned))
+    return residency_public(await state.engine.pin(parse_ref(ref, param="ref"), body.pinned))
 
 
 @router.post("/{ref}/unload", status_code=204)
 async def unload_adapter(ref: str, _: AdminCaller, state: StateDep) -> None:
     """Drop an adapter version from its slot and host memory (409 while requests use it)."""
-    await state.engine.unload(ref)
+    await state.engine.unload(parse_ref(ref, param="ref"))

@@ -7,10 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from core.adapters import AdapterKind, Tier
+
 
 class VersionPublic(BaseModel):
     version: int
-    kind: Literal["policy", "reward"]
+    kind: AdapterKind
     rank: int
     alpha: float
     target_modules: list[str]
@@ -24,7 +26,7 @@ class ResidencyPublic(BaseModel):
     """Where the engine holds a version: a LoRA slot, host memory, or only the disk cache."""
 
     version: int
-    tier: Literal["slot", "host", "disk"]
+    tier: Tier
     pinned: bool
     in_use: int
     last_used: datetime | None
@@ -32,7 +34,7 @@ class ResidencyPublic(BaseModel):
 
 class AdapterPublic(BaseModel):
     name: str
-    kind: Literal["policy", "reward"]
+    kind: AdapterKind
     versions: list[VersionPublic]
     aliases: dict[str, int]
     residency: list[ResidencyPublic]

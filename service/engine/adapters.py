@@ -1,12 +1,12 @@
 """Adapter residency: slots -> host-memory LRU -> local disk cache -> registry.
 
-Everything is keyed by ``AdapterKey(adapter, version)``; a version never changes, so a cached
+Everything is keyed by ``AdapterVersion(adapter, version)``; a version never changes, so a cached
 copy is never stale. Rules:
 
 - ``acquire`` takes a reference and returns the caller's own future, done once the weights are
   resident (host memory or a slot). Concurrent first acquirers of one key share a single load
   (single flight); cancelling one caller's future cancels only that caller's wait.
-- Host memory holds at most ``max_cpu_adapters`` copies, loads in progress included. A load
+- Host memory holds at most ``max_host_adapters`` copies, loads in progress included. A load
   that finds no room waits in a FIFO until a copy can go: one without references and not
   pinned, or one whose adapter sits in a slot (the slot holds the weights), least recently
   used first. A copy that is referenced and not yet in a slot never goes.
@@ -28,26 +28,17 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal, NamedTuple, Protocol
+from typing import Protocol
 
+from core.adapters import AdapterKind, Tier
 from core.base.info import BaseModelInfo
 from core.errors import Conflict, InvalidAdapter, InvalidRequest, LoraloopError
+from core.names import AdapterVersion
 from service.engine.events import EngineEvents, NoEvents
 from service.engine.lora import LoraModel
 from service.engine.weights import AdapterWeights
 
 log = logging.getLogger(__name__)
-
-Tier = Literal["slot", "host", "disk"]
-
-
-class AdapterKey(NamedTuple):
-    adapter: str
-    version: int
-
-    def __str__(self) -> str:
-        return f"{self.adapter}@{self.version}"
-
 
 class ManifestLike(Protocol):
     """What check_manifest reads of a manifest (read-only: Manifest is frozen)."""
@@ -70,7 +61,7 @@ class AdapterStatus:
 
     adapter: str
     version: int
-    kind: str
+    kind: AdapterKind
     tier: Tier
     pinned: bool
     in_use: int  # requests holding it
@@ -82,8 +73,8 @@ class AdapterStatus:
 
 @dataclass(eq=False)
 class _Entry:
-    key: AdapterKey
-    kind: str
+    key: AdapterVersion
+    kind: AdapterKind
     weights: AdapterWeights | None = None
     loading: bool = False  # a load of it runs on the executor
     queued: bool = False  # a load of it waits for room in host memory
@@ -108,7 +99,7 @@ class _Entry:
 
 
 # Loads one version into host memory: fetch (disk cache or registry) + read + validate.
-Loader = Callable[[AdapterKey], AdapterWeights]
+Loader = Callable[[AdapterVersion], AdapterWeights]
 
 
 class LoadCancelled(LoraloopError):
@@ -125,25 +116,25 @@ class AdapterManager:
         loader: Loader,
         executor: Executor,
         *,
-        max_cpu_adapters: int,
+        max_host_adapters: int,
         events: EngineEvents | None = None,
     ):
-        assert max_cpu_adapters >= 1, "a load needs room for one host copy"
+        assert max_host_adapters >= 1, "a load needs room for one host copy"
         self.lora = lora
         self.loader = loader
         self.executor = executor
-        self.max_cpu_adapters = max_cpu_adapters
+        self.max_host_adapters = max_host_adapters
         self.events: EngineEvents = events or NoEvents()
         self._lock = threading.Lock()
-        self._entries: dict[AdapterKey, _Entry] = {}
-        self._slots: list[AdapterKey | None] = [None] * (lora.num_slots + 1)  # index 0: base
+        self._entries: dict[AdapterVersion, _Entry] = {}
+        self._slots: list[AdapterVersion | None] = [None] * (lora.num_slots + 1)  # index 0: base
         self._queue: deque[_Entry] = deque()  # loads waiting for room in host memory (FIFO)
         self._to_copy: deque[_Entry] = deque()  # slots reserved, weights not copied yet
         self.loads = 0  # host loads started (for tests and metrics)
 
     # --- any thread ---
 
-    def acquire(self, key: AdapterKey, kind: str) -> Future:
+    def acquire(self, key: AdapterVersion, kind: AdapterKind) -> Future:
         """Take a reference on ``key`` and return a future of its own, done once the weights
         are resident (host memory or a slot). The caller must ``release(key)`` exactly once,
         even if the future fails or is cancelled; cancelling it never stops the shared load."""
@@ -194,7 +185,7 @@ class AdapterManager:
     def _make_room(self) -> bool:
         """Drop host copies, least recently used first, until one more fits (lock held)."""
         copies = [e for e in self._entries.values() if e.weights is not None or e.loading]
-        excess = len(copies) + 1 - self.max_cpu_adapters
+        excess = len(copies) + 1 - self.max_host_adapters
         for entry in sorted(copies, key=lambda e: e.last_used):
             if excess <= 0:
                 break
@@ -246,7 +237,7 @@ class AdapterManager:
         if idle and entry.nbytes is None and self._entries.get(entry.key) is entry:
             del self._entries[entry.key]
 
-    def release(self, key: AdapterKey) -> None:
+    def release(self, key: AdapterVersion) -> None:
         with self._lock:
             entry = self._entries[key]
             assert entry.refs > 0, key
@@ -255,7 +246,7 @@ class AdapterManager:
             self._forget_if_unused(entry)  # its load failed: the next acquire retries
             self._start_loads()  # a copy may have become droppable
 
-    def set_pinned(self, key: AdapterKey, pinned: bool) -> None:
+    def set_pinned(self, key: AdapterVersion, pinned: bool) -> None:
         """Pin (never evicted) or unpin an adapter; pinning needs a reference held."""
         with self._lock:
             entry = self._entries[key]
@@ -286,26 +277,26 @@ class AdapterManager:
                 for e in sorted(self._entries.values(), key=lambda e: e.key)
             ]
 
-    def slot_of(self, key: AdapterKey) -> int | None:
+    def slot_of(self, key: AdapterVersion) -> int | None:
         with self._lock:
             entry = self._entries.get(key)
             return entry.slot if entry else None
 
     def host_copies(self) -> int:
-        """Adapter copies in host memory now, loads in progress included (<= max_cpu_adapters)."""
+        """Adapter copies in host memory now, loads in progress included (<= max_host_adapters)."""
         with self._lock:
             return sum(e.weights is not None or e.loading for e in self._entries.values())
 
     # --- engine thread only ---
 
-    def place(self, key: AdapterKey) -> int | None:
+    def place(self, key: AdapterVersion) -> int | None:
         """The slot holding ``key`` (acquired, loaded), copying it into one if needed; None if
         every slot is held by an adapter in use or pinned (try again after a step)."""
         slot = self.reserve(key)
         self.copy_reserved()
         return slot
 
-    def reserve(self, key: AdapterKey) -> int | None:
+    def reserve(self, key: AdapterVersion) -> int | None:
         """Like ``place``, but only claims the slot (cheap: callers may hold their own locks);
         the weights are copied by the next ``copy_reserved``, which must run before the slot
         is used."""
@@ -364,7 +355,7 @@ class AdapterManager:
         log.debug("adapter %s evicted from slot %d", entry.key, slot)
         return slot
 
-    def drop(self, key: AdapterKey) -> None:
+    def drop(self, key: AdapterVersion) -> None:
         """Unload ``key`` from its slot and host memory (disk cache stays). Conflict if in use."""
         with self._lock:
             entry = self._entries.get(key)

@@ -23,21 +23,23 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from core.adapters import AdapterKind
 from core.base.checkpoint import load_base_model, load_tokenizer
 from core.base.folders import base_model_info
 from core.base.info import BaseModelInfo
 from core.errors import InvalidRequest, Overloaded, Unavailable
+from core.names import AdapterVersion, Reference, parse_model, parse_ref
 from core.registry import Manifest, Registry
 from core.reward_format import reward_input_ids
 from core.settings import Settings
-from service.engine.adapters import AdapterKey, AdapterManager, AdapterStatus, check_manifest
+from service.engine.adapters import AdapterManager, AdapterStatus, check_manifest
 from service.engine.decoder import Decoder
 from service.engine.events import EngineEvents
 from service.engine.hotswap import AliasFollower, AliasMove
 from service.engine.kv_cache import KVCache
 from service.engine.lora import LoraModel
-from service.engine.request import Completion, EventSink, Request, TokenEvent
-from service.engine.reward import ScoreJob
+from service.engine.request import EventSink, GenerationResult, Request, TokenEvent
+from service.engine.reward import ScoreRequest
 from service.engine.sampling import SamplingParams
 from service.engine.scheduler import Scheduler
 from service.engine.stream import TokenStream
@@ -46,7 +48,6 @@ from service.engine.weights import AdapterWeights, read_adapter
 
 log = logging.getLogger(__name__)
 
-BASE_NAMES = ("base",)
 MIB = 1 << 20
 
 
@@ -108,7 +109,7 @@ class Engine:
         self._loads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="loraloop-load")
         self.adapters = AdapterManager(
             self.lora, self._load_weights, self._loads,
-            max_cpu_adapters=settings.max_cpu_adapters, events=events,
+            max_host_adapters=settings.max_host_adapters, events=events,
         )
         self.follower = AliasFollower(registry, self._warm, events)
         self._wakeup = threading.Event()
@@ -165,37 +166,35 @@ class Engine:
     async def submit(
         self,
         prompt_ids: list[int],
-        adapter: str | None = None,
+        adapter: Reference | str | None = None,
         params: SamplingParams | None = None,
         n: int = 1,
     ) -> TokenStream:
         """Queue a generation of ``n`` choices and return its event stream (each event names
-        its choice's ``index``; the prompt is prefilled once for all n). Raises before anything
-        streams: InvalidRequest, Overloaded (queue full), NotFound / InvalidAdapter (adapter's
-        manifest). An adapter that fails to load (fetch, integrity, weights) ends the stream
-        with the error instead."""
+        its choice's ``index``; the prompt is prefilled once for all n). ``adapter``: a parsed
+        reference, None for the base model, or its text (see ``reference``). Raises before
+        anything streams: InvalidRequest, Overloaded (queue full), NotFound / InvalidAdapter
+        (adapter's manifest). An adapter that fails to load (fetch, integrity, weights) ends
+        the stream with the error instead."""
         params = params or SamplingParams()
         self._check_prompt(prompt_ids, params)
         self._check_n(n)
+        ref = self.reference(adapter)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[TokenEvent | BaseException] = asyncio.Queue()
         self._reserve()
         try:
-            key = None
-            if (
-                adapter is not None
-                and adapter not in BASE_NAMES
-                and adapter != self.base_info.model_id
-            ):
+            version = None
+            if ref is not None:
                 # Only the version: the scheduler loads the weights when it admits the request,
-                # so waiting requests hold no host copies (max_cpu_adapters bounds them).
-                key = self._check(await self._resolve(adapter), "policy")
+                # so waiting requests hold no host copies (max_host_adapters bounds them).
+                version = self._check(await self._resolve(ref), "policy")
             sink = EventSink(loop, events)
             choices = [
                 Request(
                     prompt=list(prompt_ids),
                     params=params,
-                    key=key,
+                    version=version,
                     sink=sink,
                     generator=choice_generator(params, i, self.device),
                     decoder=IncrementalDecoder(self.tokenizer, prompt_ids),
@@ -215,7 +214,7 @@ class Engine:
     async def generate(
         self,
         prompt_ids: list[int],
-        adapter: str | None = None,
+        adapter: Reference | str | None = None,
         params: SamplingParams | None = None,
     ) -> AsyncIterator[TokenEvent]:
         """``async for event in engine.generate(...)``: ``submit`` and stream in one call."""
@@ -229,19 +228,19 @@ class Engine:
     async def complete(
         self,
         prompt_ids: list[int],
-        adapter: str | None = None,
+        adapter: Reference | str | None = None,
         params: SamplingParams | None = None,
-    ) -> Completion:
+    ) -> GenerationResult:
         """The whole generation at once."""
         return (await self.complete_choices(prompt_ids, adapter, params, 1))[0]
 
     async def complete_choices(
         self,
         prompt_ids: list[int],
-        adapter: str | None = None,
+        adapter: Reference | str | None = None,
         params: SamplingParams | None = None,
         n: int = 1,
-    ) -> list[Completion]:
+    ) -> list[GenerationResult]:
         """``n`` whole generations of one prompt (prefilled once), by choice index."""
         params = params or SamplingParams()
         by_choice: list[list[TokenEvent]] = [[] for _ in range(n)]
@@ -253,14 +252,14 @@ class Engine:
             last = events[-1]
             assert last.finish_reason is not None and last.usage is not None
             completions.append(
-                Completion(
+                GenerationResult(
                     text="".join(e.text for e in events),
                     token_ids=[e.token_id for e in events],
                     logprobs=[e.logprob for e in events] if want else None,  # type: ignore[misc]
                     top_logprobs=[e.top_logprobs or {} for e in events] if want else None,
                     finish_reason=last.finish_reason,
                     usage=last.usage,
-                    adapter=last.adapter,
+                    version=last.version,
                     index=index,
                 )
             )
@@ -320,7 +319,7 @@ class Engine:
         with self._reserve_lock:
             if self._closing:
                 raise EngineClosed("the engine is shutting down")
-            queued = self._reserved + self.scheduler.num_waiting + len(self.scheduler.score_jobs)
+            queued = self._reserved + self.scheduler.num_waiting + len(self.scheduler.score_requests)
             if queued >= self.settings.max_queue:
                 raise Overloaded(
                     f"{self.settings.max_queue} requests are already waiting; retry later"
@@ -329,7 +328,7 @@ class Engine:
 
     # --- reward scoring ---
 
-    async def score(self, reward: str, prompt: str, completions: list[str]) -> list[float]:
+    async def score(self, reward: Reference | str, prompt: str, completions: list[str]) -> list[float]:
         """Reward of each (prompt, completion) under the reward adapter ``reward``; the pair is
         tokenized by ``core.reward_format.reward_input_ids`` (the format reward training must use)."""
         sequences = await asyncio.get_running_loop().run_in_executor(  # never on the loop
@@ -337,34 +336,35 @@ class Engine:
         )
         return await self.score_ids(reward, sequences)
 
-    async def score_ids(self, reward: str, sequences: list[list[int]]) -> list[float]:
+    async def score_ids(self, reward: Reference | str, sequences: list[list[int]]) -> list[float]:
         """Reward of each token sequence (already formatted as the reward model reads it)."""
         if not sequences:
             return []
         for ids in sequences:
             if not ids or len(ids) > self.max_context or max(ids) >= self.vocab_size:
                 raise InvalidRequest("each scored sequence needs 1..context valid token ids")
+        ref = self._adapter_reference(reward)
         self._reserve()  # scoring counts against the same queue bound as generation
         try:
-            manifest = await self._resolve(reward)
-            key = await self._acquire(manifest, "reward")
-            job = ScoreJob(key, [list(s) for s in sequences], Future())
-            self.scheduler.submit_score(job)  # the scheduler releases ``key`` when the job ends
+            manifest = await self._resolve(ref)
+            version = await self._acquire(manifest, "reward")
+            score = ScoreRequest(version, [list(s) for s in sequences], Future())
+            self.scheduler.submit_score(score)  # the scheduler releases ``version`` at its end
         finally:
             with self._reserve_lock:
                 self._reserved -= 1
         self._wakeup.set()
         try:
-            return await asyncio.wrap_future(job.future)
+            return await asyncio.wrap_future(score.future)
         except asyncio.CancelledError:
-            job.future.cancel()
+            score.future.cancel()
             raise
 
     # --- adapters (admin) ---
 
-    async def load(self, ref: str) -> AdapterStatus:
+    async def load(self, ref: Reference | str) -> AdapterStatus:
         """Load ``ref`` into host memory and a slot if one is free or evictable."""
-        manifest = await self._resolve(ref)
+        manifest = await self._resolve(self._adapter_reference(ref))
         key = await self._acquire(manifest, manifest.kind)
         try:
             await asyncio.wrap_future(self._on_engine_thread(lambda: self.adapters.place(key)))
@@ -372,9 +372,9 @@ class Engine:
             self.adapters.release(key)
         return self._status(key)
 
-    async def pin(self, ref: str, pinned: bool = True) -> AdapterStatus:
+    async def pin(self, ref: Reference | str, pinned: bool = True) -> AdapterStatus:
         """Pin (keep in a slot and in memory, never evicted) or unpin ``ref``."""
-        manifest = await self._resolve(ref)
+        manifest = await self._resolve(self._adapter_reference(ref))
         key = await self._acquire(manifest, manifest.kind)
         try:
             self.adapters.set_pinned(key, pinned)
@@ -384,10 +384,10 @@ class Engine:
             self.adapters.release(key)
         return self._status(key)
 
-    async def unload(self, ref: str) -> None:
+    async def unload(self, ref: Reference | str) -> None:
         """Drop ``ref`` from its slot and host memory. Conflict if requests are using it."""
-        manifest = await self._resolve(ref)
-        key = AdapterKey(manifest.adapter, manifest.version)
+        manifest = await self._resolve(self._adapter_reference(ref))
+        key = manifest.adapter_version
         await asyncio.wrap_future(self._on_engine_thread(lambda: self.adapters.drop(key)))
 
     async def refresh_aliases(self) -> list[AliasMove]:
@@ -400,7 +400,7 @@ class Engine:
         aliases = self.follower.aliases_of()
         statuses = self.adapters.status()
         for status in statuses:
-            status.aliases = sorted(aliases.get(AdapterKey(status.adapter, status.version), []))
+            status.aliases = sorted(aliases.get(AdapterVersion(status.adapter, status.version), []))
         return statuses
 
     @property
@@ -424,12 +424,25 @@ class Engine:
             slots_total=self.settings.max_active_adapters,
         )
 
-    def _status(self, key: AdapterKey) -> AdapterStatus:
-        return next(s for s in self.residency() if (s.adapter, s.version) == key)
+    def _status(self, key: AdapterVersion) -> AdapterStatus:
+        return next(s for s in self.residency() if (s.adapter, s.version) == (key.adapter, key.version))
+
+    # --- references ---
+
+    def reference(self, model: Reference | str | None) -> Reference | None:
+        """What a caller named: None for the base model. Text (``base``, the base's id, ``name``,
+        ``name@alias``, ``name@N``) is parsed here, for Python callers; the HTTP service parses
+        the request's ``model`` once at its edge and passes the result."""
+        if isinstance(model, str):
+            return parse_model(model, self.base_info.model_id, param="model")
+        return model
+
+    def _adapter_reference(self, ref: Reference | str) -> Reference:
+        return parse_ref(ref, param="model") if isinstance(ref, str) else ref
 
     # --- internals ---
 
-    async def _resolve(self, ref: str) -> Manifest:
+    async def _resolve(self, ref: Reference) -> Manifest:
         """The manifest ``ref`` serves now: from memory, or looked up on the I/O pool."""
         known = self.follower.cached(ref)
         if known is not None:
@@ -438,7 +451,7 @@ class Engine:
             self._io, self.follower.resolve, ref
         )
 
-    def _check(self, manifest: Manifest, kind: str) -> AdapterKey:
+    def _check(self, manifest: Manifest, kind: AdapterKind) -> AdapterVersion:
         """The key of ``manifest``'s version if this engine can serve it as ``kind``."""
         if manifest.kind != kind:
             raise InvalidRequest(
@@ -446,9 +459,9 @@ class Engine:
                 param="model",
             )
         check_manifest(manifest, self.base_info, self.settings.max_lora_rank)
-        return AdapterKey(manifest.adapter, manifest.version)
+        return manifest.adapter_version
 
-    async def _acquire(self, manifest: Manifest, kind: str) -> AdapterKey:
+    async def _acquire(self, manifest: Manifest, kind: AdapterKind) -> AdapterVersion:
         """A reference on ``manifest``'s version, loaded; the caller releases it. Cancelling
         the caller cancels its wait only, never the load others may share."""
         key = self._check(manifest, kind)
@@ -460,7 +473,7 @@ class Engine:
             raise
         return key
 
-    def _load_weights(self, key: AdapterKey) -> AdapterWeights:
+    def _load_weights(self, key: AdapterVersion) -> AdapterWeights:
         """Fetch (disk cache, else registry; sha256-checked) and read one version (I/O pool).
         Only reached through ``_acquire`` or ``_warm``, which have checked the manifest."""
         manifest = self.follower.manifest(key)

@@ -7,14 +7,14 @@ come from any engine thread, sometimes under the adapter lock: implementations m
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Protocol
 
-Tier = Literal["slot", "host"]
+from core.adapters import Tier
 
 
 class EngineEvents(Protocol):
     def adapter_hit(self, adapter: str, tier: Tier) -> None:
-        """A request found the adapter resident (in a slot or in host memory)."""
+        """A request found the adapter resident (tier "slot" or "host")."""
 
     def adapter_miss(self, adapter: str) -> None:
         """A request had to load the adapter (from the disk cache or the registry)."""
@@ -23,7 +23,7 @@ class EngineEvents(Protocol):
         """An adapter's weights reached host memory after ``seconds`` of fetching and reading."""
 
     def adapter_evicted(self, adapter: str, tier: Tier) -> None:
-        """An adapter left a slot or host memory to make room."""
+        """An adapter left a slot or host memory to make room (tier "slot" or "host")."""
 
     def alias_moved(self, adapter: str, alias: str) -> None:
         """The engine switched ``adapter@alias`` to a new version (a hot-swap)."""

@@ -19,10 +19,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.names import parse_ref
+from core.names import AdapterAlias, AdapterVersion, Reference
 from core.polling import Poller
 from core.registry import Manifest, Registry
-from service.engine.adapters import AdapterKey
 from service.engine.events import EngineEvents, NoEvents
 
 log = logging.getLogger(__name__)
@@ -56,51 +55,48 @@ class AliasFollower:
         self.events: EngineEvents = events or NoEvents()
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
-        self._aliases: dict[tuple[str, str], Manifest] = {}
-        self._manifests: dict[AdapterKey, Manifest] = {}  # versions are immutable: cache forever
-        self._failures: dict[AdapterKey, _WarmFailure] = {}  # versions that failed to warm
+        self._aliases: dict[AdapterAlias, Manifest] = {}
+        self._manifests: dict[AdapterVersion, Manifest] = {}  # versions are immutable: cache forever
+        self._failures: dict[AdapterVersion, _WarmFailure] = {}  # versions that failed to warm
         self.clock: Callable[[], float] = time.monotonic
         self._poller = Poller("loraloop-aliases", self.refresh, "alias refresh failed")
 
-    def resolve(self, ref: str) -> Manifest:
-        """The manifest ``name``, ``name@alias`` or ``name@N`` serves now (blocking I/O on a
-        first use; NotFound if unknown). Aliases seen here are followed from then on."""
-        parsed = parse_ref(ref)
-        if parsed.version is not None:
-            return self.manifest(AdapterKey(parsed.name, parsed.version))
-        assert parsed.alias is not None
+    def resolve(self, ref: Reference) -> Manifest:
+        """The manifest a version or an alias serves now (blocking I/O on a first use;
+        NotFound if unknown). Aliases seen here are followed from then on."""
+        if isinstance(ref, AdapterVersion):
+            return self.manifest(ref)
         with self._lock:
-            known = self._aliases.get((parsed.name, parsed.alias))
+            known = self._aliases.get(ref)
         if known is not None:
             return known
-        manifest = self.registry.resolve(parsed)
+        manifest = self.registry.resolve(ref)
         with self._lock:
-            self._manifests.setdefault(AdapterKey(manifest.adapter, manifest.version), manifest)
-            return self._aliases.setdefault((parsed.name, parsed.alias), manifest)
+            self._manifests.setdefault(manifest.adapter_version, manifest)
+            return self._aliases.setdefault(ref, manifest)
 
-    def cached(self, ref: str) -> Manifest | None:
+    def cached(self, ref: Reference) -> Manifest | None:
         """What ``resolve(ref)`` returns if it needs no I/O, else None (no I/O here)."""
-        parsed = parse_ref(ref)
         with self._lock:
-            if parsed.version is not None:
-                return self._manifests.get(AdapterKey(parsed.name, parsed.version))
-            return self._aliases.get((parsed.name, parsed.alias or ""))
+            if isinstance(ref, AdapterVersion):
+                return self._manifests.get(ref)
+            return self._aliases.get(ref)
 
-    def manifest(self, key: AdapterKey) -> Manifest:
+    def manifest(self, key: AdapterVersion) -> Manifest:
         with self._lock:
             known = self._manifests.get(key)
         if known is None:
-            known = self.registry.resolve(str(key))
+            known = self.registry.resolve(key)
             with self._lock:
                 self._manifests[key] = known
         return known
 
-    def aliases_of(self) -> dict[AdapterKey, list[str]]:
+    def aliases_of(self) -> dict[AdapterVersion, list[str]]:
         """Which followed aliases point at each version now."""
-        result: dict[AdapterKey, list[str]] = {}
+        result: dict[AdapterVersion, list[str]] = {}
         with self._lock:
-            for (name, alias), manifest in self._aliases.items():
-                result.setdefault(AdapterKey(name, manifest.version), []).append(alias)
+            for followed, manifest in self._aliases.items():
+                result.setdefault(manifest.adapter_version, []).append(followed.alias)
         return result
 
     def refresh(self) -> list[AliasMove]:
@@ -109,7 +105,7 @@ class AliasFollower:
         with self._refresh_lock:  # the timer and an explicit refresh never race each other
             with self._lock:
                 followed = dict(self._aliases)
-            for name in sorted({name for name, _ in followed}):
+            for name in sorted({ref.adapter for ref in followed}):
                 try:
                     current = self.registry.aliases(name)
                 except Exception:
@@ -117,7 +113,8 @@ class AliasFollower:
                         "cannot read the aliases of %s; keeping the current versions", name
                     )
                     continue
-                for (adapter, alias), manifest in followed.items():
+                for ref, manifest in followed.items():
+                    adapter, alias = ref.adapter, ref.alias
                     if adapter != name:
                         continue
                     version = current.get(alias)
@@ -125,10 +122,10 @@ class AliasFollower:
                         continue
                     if version is None:
                         with self._lock:
-                            self._aliases.pop((adapter, alias), None)
+                            self._aliases.pop(ref, None)
                         moves.append(AliasMove(adapter, alias, manifest.version, None))
                         continue
-                    key = AdapterKey(adapter, version)
+                    key = AdapterVersion(adapter, version)
                     failure = self._failures.get(key)
                     if failure is not None and self.clock() < failure.retry_at:
                         continue  # backing off: not fetched again on every poll
@@ -154,7 +151,7 @@ class AliasFollower:
                         continue
                     self._failures.pop(key, None)
                     with self._lock:
-                        self._aliases[(adapter, alias)] = new
+                        self._aliases[ref] = new
                     log.info(
                         "%s@%s: now serving version %s (was %s)",
                         adapter,

@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from service.engine.adapters import AdapterKey
+from core.names import AdapterVersion
 from service.engine.sampling import SamplingParams, TokenLogprobs
 from service.engine.text import IncrementalDecoder, StopMatcher
 
@@ -34,7 +34,7 @@ class Usage:
 class TokenEvent:
     """One generated token. ``text`` is the text it adds (may be empty while a character or a
     possible stop string is incomplete). The last event has ``finish_reason`` and ``usage``.
-    ``adapter`` names the version that served the request (``name@3``), None for the base.
+    ``version`` is the adapter version that served the request (``name@3``), None for the base.
     ``prompt_logprobs`` (first event, when the params ask): one entry per prompt token after the
     first, its log-probability given the tokens before it."""
 
@@ -44,14 +44,14 @@ class TokenEvent:
     top_logprobs: dict[int, float] | None = None
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
-    adapter: str | None = None
+    version: AdapterVersion | None = None
     index: int = 0  # which of the request's n choices this token belongs to
     prompt_logprobs: list[TokenLogprobs] | None = None
 
 
 @dataclass(frozen=True)
-class Completion:
-    """A whole generation, for callers that do not stream."""
+class GenerationResult:
+    """One choice's whole generation, for callers that do not stream."""
 
     text: str
     token_ids: list[int]
@@ -59,7 +59,7 @@ class Completion:
     top_logprobs: list[dict[int, float]] | None
     finish_reason: FinishReason
     usage: Usage
-    adapter: str | None
+    version: AdapterVersion | None
     index: int = 0
 
 
@@ -114,7 +114,7 @@ class Request:
 
     prompt: list[int]
     params: SamplingParams
-    key: AdapterKey | None
+    version: AdapterVersion | None  # its adapter's version; None: the base model
     sink: EventSink
     generator: torch.Generator
     decoder: IncrementalDecoder
@@ -139,7 +139,3 @@ class Request:
     def choices(self) -> list[Request]:
         """This request and its siblings, by index."""
         return [self, *self.siblings]
-
-    @property
-    def adapter(self) -> str | None:
-        return str(self.key) if self.key else None

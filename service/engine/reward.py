@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel
 
-from service.engine.adapters import AdapterKey
+from core.names import AdapterVersion
 from service.engine.batch import left_pad
 from service.engine.lora import LoraModel
 
@@ -36,10 +36,11 @@ def score_rows(
 
 
 @dataclass(eq=False)
-class ScoreJob:
-    """Sequences to score with one reward adapter, a few rows per engine step."""
+class ScoreRequest:
+    """Sequences to score with one reward adapter version, a few rows per engine step (a
+    "request" like a generation's: a job is a training job)."""
 
-    key: AdapterKey
+    version: AdapterVersion
     sequences: list[list[int]]
     future: Future
     scores: list[float] = field(default_factory=list)

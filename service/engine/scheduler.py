@@ -46,7 +46,7 @@ from service.engine.request import (
     Usage,
     deliver,
 )
-from service.engine.reward import ScoreJob, score_rows
+from service.engine.reward import ScoreRequest, score_rows
 from service.engine.sampling import (
     TokenLogprobs,
     choose_tokens,
@@ -93,9 +93,9 @@ class Scheduler:
         self.pad_id = pad_id
         self.wake = wake  # wakes the engine loop (an adapter load finished)
         self.device = lora.device
-        self._lock = threading.Lock()  # guards waiting and score_jobs (other threads submit)
+        self._lock = threading.Lock()  # guards waiting and score_requests (other threads submit)
         self.waiting: deque[Request] = deque()
-        self.score_jobs: deque[ScoreJob] = deque()
+        self.score_requests: deque[ScoreRequest] = deque()
         self.commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.prefill: tuple[PrefillGroup, list[Request]] | None = None
         self.batch = DecodeBatch(cache)
@@ -114,9 +114,9 @@ class Scheduler:
         with self._lock:
             self.waiting.append(request)
 
-    def submit_score(self, job: ScoreJob) -> None:
+    def submit_score(self, score: ScoreRequest) -> None:
         with self._lock:
-            self.score_jobs.append(job)
+            self.score_requests.append(score)
 
     def cancel(self, request: Request) -> None:
         """Mark ``request`` cancelled; a waiting one leaves now, a running one at the next step."""
@@ -136,7 +136,7 @@ class Scheduler:
             self.running
             or self.prefill
             or self.waiting
-            or self.score_jobs
+            or self.score_requests
             or not self.commands.empty()
         )
 
@@ -169,7 +169,7 @@ class Scheduler:
             self._prefill_step()
             self._flush()  # newcomers' first tokens go out now, not after the decode step
             worked = True
-        elif self.score_jobs:
+        elif self.score_requests:
             worked = self._score_step() or worked
         if self.running:
             self._decode_step()
@@ -195,11 +195,11 @@ class Scheduler:
             self.finished["error"] += 1
         self._flush()
         with self._lock:
-            jobs, self.score_jobs = list(self.score_jobs), deque()
-        for job in jobs:
-            self.adapters.release(job.key)
-            if not job.future.done():
-                job.future.set_exception(error)
+            scores, self.score_requests = list(self.score_requests), deque()
+        for score in scores:
+            self.adapters.release(score.version)
+            if not score.future.done():
+                score.future.set_exception(error)
 
     def _finish(self, request: Request) -> None:
         """The request leaves the engine: its adapter reference is returned, exactly once."""
@@ -212,8 +212,8 @@ class Scheduler:
             self.rows.release([request.row])
             request.row = None
         if request.acquired is not None:
-            assert request.key is not None
-            self.adapters.release(request.key)
+            assert request.version is not None
+            self.adapters.release(request.version)
 
     def _drop_cancelled(self) -> None:
         if any(r.cancelled for r in self.running):
@@ -278,23 +278,23 @@ class Scheduler:
         """Give each choice of ``request`` a cache row and its adapter's slot; the siblings
         take their own adapter references (already loaded: they are done at once)."""
         for choice, row in zip(request.choices, self.cache.take(len(request.choices)), strict=True):
-            if choice is not request and choice.key is not None:
-                choice.acquired = self.adapters.acquire(choice.key, "policy")
+            if choice is not request and choice.version is not None:
+                choice.acquired = self.adapters.acquire(choice.version, "policy")
             choice.slot, choice.row, choice.state = slot, row, State.PREFILL
 
     def _slot_for(self, request: Request, now: float) -> int | None:
         """The LoRA slot ``request`` runs in (0: the base), or None while its adapter is
         loading or every slot is busy. The first call takes its adapter reference, which
         starts the load (``_finish`` returns it); raises if the load failed."""
-        if request.key is None:
+        if request.version is None:
             return 0
         if request.acquired is None:
-            request.acquired = self.adapters.acquire(request.key, "policy")
+            request.acquired = self.adapters.acquire(request.version, "policy")
             request.acquired.add_done_callback(lambda _: self.wake())
         if not request.acquired.done():
             return None
         request.acquired.result()  # raises the load's error
-        slot = self.adapters.reserve(request.key)
+        slot = self.adapters.reserve(request.version)
         if slot is None and request.slot_wait_since is None:
             request.slot_wait_since = now
         return slot
@@ -437,7 +437,7 @@ class Scheduler:
                 top_logprobs=lp.top if lp else None,
                 finish_reason=finish,
                 usage=usage,
-                adapter=request.adapter,
+                version=request.version,
                 index=request.index,
                 prompt_logprobs=request.prompt_logprobs if len(request.output) == 1 else None,
             ),
@@ -445,25 +445,25 @@ class Scheduler:
         return finish is not None
 
     def _score_step(self) -> bool:
-        job = self.score_jobs[0]
-        if job.future.cancelled():
-            self._end_score_job()
+        score = self.score_requests[0]
+        if score.future.cancelled():
+            self._end_score_request()
             return True
-        slot = self.adapters.place(job.key)
+        slot = self.adapters.place(score.version)
         if slot is None:
             return False  # every slot in use: try again next step
-        rows = job.next_rows(self.budget)
-        job.scores.extend(score_rows(self.model, self.lora, slot, rows, self.pad_id))
-        if len(job.scores) == len(job.sequences):
-            self._end_score_job()
-            if not job.future.done():
-                job.future.set_result(job.scores)
+        rows = score.next_rows(self.budget)
+        score.scores.extend(score_rows(self.model, self.lora, slot, rows, self.pad_id))
+        if len(score.scores) == len(score.sequences):
+            self._end_score_request()
+            if not score.future.done():
+                score.future.set_result(score.scores)
         return True
 
-    def _end_score_job(self) -> None:
+    def _end_score_request(self) -> None:
         with self._lock:
-            job = self.score_jobs.popleft()
-        self.adapters.release(job.key)
+            score = self.score_requests.popleft()
+        self.adapters.release(score.version)
 
 
 def cache_rows(requests: list[Request]) -> list[int]:

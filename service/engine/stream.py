@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Self
 
+from core.names import AdapterVersion
 from service.engine.request import Event, Request, TokenEvent
 
 
@@ -33,9 +34,9 @@ class TokenStream:
         return len(self._requests)
 
     @property
-    def adapter(self) -> str | None:
-        """The version serving this request (``name@3``), None for the base."""
-        return self._requests[0].adapter
+    def version(self) -> AdapterVersion | None:
+        """The adapter version serving this request (``name@3``), None for the base."""
+        return self._requests[0].version
 
     def __aiter__(self) -> TokenStream:
         return self

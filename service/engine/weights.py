@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from core.adapters import AdapterKind
 from core.base.info import BaseModelInfo
 from core.errors import InvalidAdapter
-from core.registry.manifest import WEIGHTS_FILE, AdapterKind
+from core.registry.manifest import WEIGHTS_FILE
 from core.registry.validation import (
     SCORE_KEY,
     parse_lora_key,

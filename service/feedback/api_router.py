@@ -21,7 +21,7 @@ from service.feedback.protocol import (
     SnapshotList,
     SnapshotPublic,
 )
-from service.feedback.serving import snapshot_public
+from service.feedback.service import snapshot_public
 from service.feedback.uploads import ImportUploadRoute
 from service.state import ServiceState, get_state
 

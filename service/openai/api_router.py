@@ -22,14 +22,14 @@ from service.openai.protocol import (
     CompletionResponse,
     ModelList,
 )
-from service.openai.serving import Completions, Generation, OpenAIServing
+from service.openai.service import Generation, Generations, OpenAIService
 from service.state import ServiceState, get_state
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["openai"])
 StateDep = Annotated[ServiceState, Depends(get_state)]
 T = TypeVar("T")
-Started = TypeVar("Started", Generation, Completions)
+Started = TypeVar("Started", Generation, Generations)
 
 DISCONNECT_POLL_SECONDS = 0.25
 
@@ -81,7 +81,7 @@ async def _abandon(task: asyncio.Future[Started]) -> None:
 
 
 def _sse(
-    chunks: AsyncGenerator[dict, None], generation: Generation | Completions, deadline: float, timeout: float
+    chunks: AsyncGenerator[dict, None], generation: Generation | Generations, deadline: float, timeout: float
 ) -> StreamingResponse:
     """Server-sent events in OpenAI's framing; an error mid-stream is sent as an event.
     However the stream ends, the generation is closed, which frees its batch row."""
@@ -114,7 +114,7 @@ def _sse(
 @router.post("/v1/completions", response_model=CompletionResponse)
 async def create_completion(body: CompletionRequest, request: Request, _: InferCaller, state: StateDep):
     """Complete a prompt with the base model or an adapter (OpenAI-compatible)."""
-    serving: OpenAIServing = state.openai
+    serving: OpenAIService = state.openai
     timeout = state.settings.request_timeout_seconds
     deadline = asyncio.get_running_loop().time() + timeout  # covers adapter loading too
     generation = await _start(request, serving.start_completion(body), deadline, timeout)
@@ -128,7 +128,7 @@ async def create_completion(body: CompletionRequest, request: Request, _: InferC
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, _: InferCaller, state: StateDep):
     """Answer a conversation with the base model or an adapter (OpenAI-compatible)."""
-    serving: OpenAIServing = state.openai
+    serving: OpenAIService = state.openai
     timeout = state.settings.request_timeout_seconds
     deadline = asyncio.get_running_loop().time() + timeout  # covers adapter loading too
     generation = await _start(request, serving.start_chat(body), deadline, timeout)

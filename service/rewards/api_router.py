@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from core.names import parse_ref
 from service.auth import InferCaller
 from service.rewards.protocol import RewardRequest, RewardResponse, RewardScore
 from service.state import ServiceState, get_state
@@ -17,7 +18,7 @@ StateDep = Annotated[ServiceState, Depends(get_state)]
 @router.post("/v1/rewards", response_model=RewardResponse)
 async def score(body: RewardRequest, _: InferCaller, state: StateDep) -> RewardResponse:
     """Scalar rewards of each (prompt, completion) under a reward adapter; higher is better."""
-    scores = await state.engine.score(body.model, body.prompt, body.completions)
+    scores = await state.engine.score(parse_ref(body.model, param="model"), body.prompt, body.completions)
     return RewardResponse(
         model=body.model, data=[RewardScore(index=i, score=s) for i, s in enumerate(scores)]
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.names import AdapterVersion
 from core.registry import open_registry
 from core.store import Completion, FeedbackCreate, Store
 from tests.adapters import make_adapter
@@ -86,8 +87,8 @@ def record_votes(store, wins: int, losses: int, first: int) -> None:
     for n in range(first, first + wins + losses):
         ids = (f"cmpl-cand-{n}", f"cmpl-prod-{n}")
         store.completions.log([
-            Completion(id=ids[0], prompt=f"p{n}", text="new", adapter="qa", version=2),
-            Completion(id=ids[1], prompt=f"p{n}", text="old", adapter="qa", version=1),
+            Completion(id=ids[0], prompt=f"p{n}", text="new", version=AdapterVersion("qa", 2)),
+            Completion(id=ids[1], prompt=f"p{n}", text="old", version=AdapterVersion("qa", 1)),
         ])
         store.feedback.add(FeedbackCreate(use_case="qa", choice=0 if n < first + wins else 1, completion_ids=ids))
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from core.errors import NotFound
+from core.names import AdapterVersion
 from core.store import Completion, Store, new_completion_id
 
 
@@ -17,8 +18,7 @@ def test_a_batch_is_logged_and_read_back_field_for_field(store: Store) -> None:
             id=new_completion_id(),
             prompt=f"prompt {i}",
             text=f"text {i}",
-            adapter="summarize" if i else None,
-            version=3 if i else None,
+            version=AdapterVersion("summarize", 3) if i else None,
             sampling_params={"temperature": 0.7, "stop": ["\n"]},
             prompt_tokens=10 + i,
             completion_tokens=20 + i,

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from core.errors import Conflict, InvalidRequest, NotFound
+from core.names import AdapterVersion
 from core.store import Completion, FeedbackCreate, FeedbackSource, Store
 from core.store.models import FeedbackRow
 from core.store.validation import MAX_CANDIDATE_CHARS
@@ -40,8 +41,8 @@ def test_feedback_with_texts_is_stored_and_read_back(store: Store) -> None:
 def test_feedback_on_completion_ids_takes_prompt_and_texts_from_the_log(store: Store) -> None:
     store.completions.log(
         [
-            Completion(id="cmpl-a", prompt="Q?", text="answer a", adapter="qa", version=1),
-            Completion(id="cmpl-b", prompt="Q?", text="answer b", adapter="qa", version=2),
+            Completion(id="cmpl-a", prompt="Q?", text="answer a", version=AdapterVersion("qa", 1)),
+            Completion(id="cmpl-b", prompt="Q?", text="answer b", version=AdapterVersion("qa", 2)),
         ]
     )
     stored = store.feedback.add(
@@ -55,8 +56,8 @@ def test_feedback_on_completion_ids_takes_prompt_and_texts_from_the_log(store: S
 def test_feedback_may_prefer_a_logged_completion_over_an_empty_one(store: Store) -> None:
     store.completions.log(
         [
-            Completion(id="cmpl-empty", prompt="Q?", text="", adapter="qa", version=1),
-            Completion(id="cmpl-full", prompt="Q?", text="an answer", adapter="qa", version=2),
+            Completion(id="cmpl-empty", prompt="Q?", text="", version=AdapterVersion("qa", 1)),
+            Completion(id="cmpl-full", prompt="Q?", text="an answer", version=AdapterVersion("qa", 2)),
         ]
     )
     stored = store.feedback.add(

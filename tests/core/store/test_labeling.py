@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from core.errors import Conflict, InvalidRequest
-from core.store import AdapterVersion, Completion, Store, WinRate
+from core.names import AdapterVersion
+from core.store import Completion, Store, WinRate
 from core.store.stats import cohen_kappa, human_win_verdict, wilson_interval
 
 PROD = AdapterVersion("qa", 1)
@@ -16,7 +17,7 @@ CAND = AdapterVersion("qa", 2)
 def log_answers(store: Store, prompt: str, *answers: tuple[AdapterVersion, str]) -> list[str]:
     ids = [f"cmpl-{abs(hash((prompt, i, text)))}" for i, (_, text) in enumerate(answers)]
     store.completions.log(
-        Completion(id=i, prompt=prompt, text=text, adapter=v.adapter, version=v.version)
+        Completion(id=i, prompt=prompt, text=text, version=v)
         for i, (v, text) in zip(ids, answers, strict=True)
     )
     return ids
@@ -31,7 +32,7 @@ def test_pairs_from_the_log_take_one_completion_of_each_version_per_prompt(store
     assert len(pairs) == 1
     assert store.labeling.add_pairs(queue.id, pairs) == 1
     assert store.labeling.logged_pairs(queue.id, PROD, CAND) == []  # used completions are not reused
-    two_samples = store.labeling.logged_pairs(queue.id, CAND)
+    two_samples = store.labeling.logged_pairs(queue.id, CAND, CAND)
     assert len(two_samples) == 1 and store.completions.get(two_samples[0][0]).prompt == "p3"
 
 

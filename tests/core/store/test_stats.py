@@ -7,19 +7,20 @@ import itertools
 import pytest
 
 from core.errors import InvalidRequest
-from core.store import AdapterVersion, Completion, FeedbackCreate, Store
+from core.names import AdapterVersion
+from core.store import Completion, FeedbackCreate, Store
 
 V1 = AdapterVersion("qa", 1)
 V2 = AdapterVersion("qa", 2)
-BASE = AdapterVersion.BASE
+BASE = None  # the base model
 _serial = itertools.count()
 
 
 def duel(
     store: Store,
     n: int,
-    first: AdapterVersion,
-    second: AdapterVersion,
+    first: AdapterVersion | None,
+    second: AdapterVersion | None,
     choice: object,
     use_case: str = "qa",
 ) -> None:
@@ -30,16 +31,8 @@ def duel(
         ids = [f"cmpl-{key}-0", f"cmpl-{key}-1"]
         store.completions.log(
             [
-                Completion(
-                    id=ids[0], prompt=key, text="zero", adapter=first.adapter, version=first.version
-                ),
-                Completion(
-                    id=ids[1],
-                    prompt=key,
-                    text="one",
-                    adapter=second.adapter,
-                    version=second.version,
-                ),
+                Completion(id=ids[0], prompt=key, text="zero", version=first),
+                Completion(id=ids[1], prompt=key, text="one", version=second),
             ]
         )
         store.feedback.add(FeedbackCreate(use_case=use_case, completion_ids=ids, choice=choice))  # type: ignore[arg-type]

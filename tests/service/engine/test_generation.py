@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from core.errors import InvalidRequest, NotFound, Overloaded
+from core.names import AdapterVersion
 from service.engine import SamplingParams, TokenEvent
 
 
@@ -52,7 +53,7 @@ def test_mixed_batch_greedy_equals_peft_for_every_row(make_engine, peft_referenc
         adapter = name.split("@")[0] if name else None
         expected = peft_reference(adapter, prompt(seed, 5 + 3 * seed), GREEDY.max_tokens)
         assert completion.token_ids == expected, name
-        assert completion.adapter == (f"{adapter}@1" if adapter else None)
+        assert completion.version == (AdapterVersion(adapter, 1) if adapter else None)
         assert completion.usage.prompt_tokens == 5 + 3 * seed
         assert completion.usage.completion_tokens == len(expected)
     assert engine.stats().running == 0

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from core.errors import IntegrityError
+from core.names import AdapterVersion
 from service.engine import SamplingParams
 from service.engine.hotswap import WARM_RETRY_FIRST
 
@@ -48,10 +49,10 @@ def test_alias_move_under_load_switches_new_requests_only(
     before, after = run(main())
     assert len(before) == 6 and len(after) == 6
     for ids, completion in before:
-        assert completion.adapter == "alpha@1"
+        assert str(completion.version) == "alpha@1"
         _expect(peft_reference, "alpha@1", ids, completion.token_ids)
     for ids, completion in after:
-        assert completion.adapter == "alpha@2"
+        assert str(completion.version) == "alpha@2"
         _expect(peft_reference, "alpha@2", ids, completion.token_ids)
     statuses = {(s.adapter, s.version): s for s in engine.residency()}
     assert statuses[("alpha", 2)].aliases == ["production"]
@@ -80,7 +81,7 @@ def test_polling_follows_the_alias_with_a_steady_stream_and_no_failures(
             await asyncio.sleep(0.01)
         v2 = published.publish(adapter_dirs["gamma"], "alpha", "policy")
         published.set_alias("alpha", "production", v2.version)
-        while not any(c.adapter == "alpha@2" for _, c in served[-4:]):
+        while not any(str(c.version) == "alpha@2" for _, c in served[-4:]):
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.2)
         stop.set()
@@ -88,13 +89,13 @@ def test_polling_follows_the_alias_with_a_steady_stream_and_no_failures(
         return served
 
     served = run(main())
-    versions = [c.adapter for _, c in served]
+    versions = [str(c.version) for _, c in served]
     assert versions[0] == "alpha@1" and versions[-1] == "alpha@2"
     first_new = versions.index("alpha@2")
     # once the new version is served, later requests never go back to the old one
     assert "alpha@1" not in versions[first_new + 4 :]
     for ids, completion in served:
-        _expect(peft_reference, completion.adapter, ids, completion.token_ids)
+        _expect(peft_reference, str(completion.version), ids, completion.token_ids)
 
 
 def test_a_version_that_fails_to_warm_holds_nothing_and_is_retried_with_backoff(
@@ -125,7 +126,7 @@ def test_a_version_that_fails_to_warm_holds_nothing_and_is_retried_with_backoff(
         assert fetches.count(("alpha", 2)) == 1  # not fetched again on every poll
         assert all(s.in_use == 0 for s in engine.residency())
         await engine.unload("alpha@2")  # no reference left behind: no 409
-        assert (await engine.complete(prompt(2, 4), "alpha", quick)).adapter == "alpha@1"
+        assert (await engine.complete(prompt(2, 4), "alpha", quick)).version == AdapterVersion("alpha", 1)
 
         now[0] += WARM_RETRY_FIRST  # the first retry, still broken
         assert await engine.refresh_aliases() == []
@@ -142,6 +143,6 @@ def test_a_version_that_fails_to_warm_holds_nothing_and_is_retried_with_backoff(
 
     with caplog.at_level(logging.DEBUG, logger="service.engine.hotswap"):
         served = run(main())
-    assert served.adapter == "alpha@2"
+    assert served.version == AdapterVersion("alpha", 2)
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(errors) == 1 and "cannot be loaded" in errors[0].getMessage()

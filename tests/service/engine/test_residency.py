@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from core.errors import Conflict, InvalidAdapter
+from core.names import AdapterVersion
 from service.engine import SamplingParams
-from service.engine.adapters import AdapterKey, AdapterManager
+from service.engine.adapters import AdapterManager
 from service.engine.scheduler import SLOT_WAIT_LIMIT
 
 from .test_generation import prompt, run
@@ -50,7 +51,7 @@ def test_fifty_concurrent_first_requests_load_the_adapter_once(
 
 def test_more_adapters_than_slots_never_evicts_one_in_use(make_engine, peft_reference):
     # 2 slots, 4 adapters wanted at once: requests wait for a slot instead of stealing one
-    engine = make_engine(max_active_adapters=2, max_cpu_adapters=1)
+    engine = make_engine(max_active_adapters=2, max_host_adapters=1)
     params = SamplingParams(max_tokens=10, temperature=0, ignore_eos=True)
     names = ["alpha", "beta", "gamma", "delta", "alpha", None, "gamma", "beta"]
 
@@ -125,7 +126,7 @@ def _fake_manager(slots: int, max_cpu: int, loader, events=None):
 
     lora = FakeLora()
     pool = ThreadPoolExecutor(8)
-    manager = AdapterManager(lora, loader, pool, max_cpu_adapters=max_cpu, events=events)  # type: ignore[arg-type]
+    manager = AdapterManager(lora, loader, pool, max_host_adapters=max_cpu, events=events)  # type: ignore[arg-type]
     return manager, lora
 
 
@@ -137,7 +138,7 @@ class _Weights:
 def test_manager_evicts_least_recently_used_free_slot_only():
     events = RecordedEvents()
     manager, _ = _fake_manager(slots=2, max_cpu=1, loader=lambda key: _Weights(), events=events)
-    a, b, c = AdapterKey("a", 1), AdapterKey("b", 1), AdapterKey("c", 1)
+    a, b, c = AdapterVersion("a", 1), AdapterVersion("b", 1), AdapterVersion("c", 1)
     for key in (a, b):
         manager.acquire(key, "policy").result()
         assert manager.place(key) is not None
@@ -168,7 +169,7 @@ def test_manager_single_flight_under_thread_contention_and_failed_loads_retry():
         return _Weights()
 
     manager, _ = _fake_manager(slots=2, max_cpu=4, loader=loader)
-    key = AdapterKey("x", 1)
+    key = AdapterVersion("x", 1)
     with ThreadPoolExecutor(16) as pool:
         futures = list(pool.map(lambda _: manager.acquire(key, "policy"), range(50)))
         gate.set()
@@ -176,7 +177,7 @@ def test_manager_single_flight_under_thread_contention_and_failed_loads_retry():
     assert calls == [key]
     assert next(s for s in manager.status()).in_use == 50
 
-    bad = AdapterKey("bad", 1)
+    bad = AdapterVersion("bad", 1)
     for _ in range(2):
         future = manager.acquire(bad, "policy")
         with pytest.raises(InvalidAdapter):
@@ -196,7 +197,7 @@ def test_cancelling_one_waiter_leaves_the_shared_load_to_the_others():
 
     manager, _ = _fake_manager(slots=2, max_cpu=4, loader=loader)
     busy = [manager.executor.submit(gate.wait, 5) for _ in range(8)]  # the load stays queued
-    key = AdapterKey("x", 1)
+    key = AdapterVersion("x", 1)
     impatient, patient = manager.acquire(key, "policy"), manager.acquire(key, "policy")
     assert impatient.cancel()  # a caller's timeout
     manager.release(key)
@@ -241,11 +242,11 @@ def test_a_timeout_around_a_request_whose_load_is_queued_does_not_poison_the_ver
     assert all(s.in_use == 0 for s in engine.residency())
 
 
-def test_host_copies_never_exceed_max_cpu_adapters_while_requests_wait(
+def test_host_copies_never_exceed_max_host_adapters_while_requests_wait(
     make_engine, peft_reference
 ):
     # 4 adapters wanted at once, room for 1 host copy: they load in turn, never all at once
-    engine = make_engine(max_active_adapters=2, max_cpu_adapters=1)
+    engine = make_engine(max_active_adapters=2, max_host_adapters=1)
     lock = threading.Lock()
     counts = {"alive": 0, "loading": 0, "peak": 0}
     real_loader = engine.adapters.loader
@@ -320,5 +321,5 @@ def test_a_request_waiting_for_a_slot_is_admitted_while_resident_adapters_stay_b
         return gamma, during
 
     gamma, during = run(main())
-    assert gamma.adapter == "gamma@1" and gamma.usage.completion_tokens == 8
+    assert str(gamma.version) == "gamma@1" and gamma.usage.completion_tokens == 8
     assert min(during.values()) >= 4

@@ -5,19 +5,20 @@ from __future__ import annotations
 import threading
 import time
 
-from core.store import Store
+from core.names import AdapterVersion
+from core.store import Completion, Store
 from service.completion_log import CompletionLogWriter
 from service.metrics import ServiceMetrics
-from service.openai.serving import CompletionRecord
 
 # An open (keyless) app answers only loopback peers; the test client's default peer is not one.
 LOOPBACK = ("127.0.0.1", 50000)
 
 
-def record(i: int, adapter: str | None = "summarize@2") -> CompletionRecord:
-    return CompletionRecord(
-        id=f"cmpl-{i:032x}", adapter=adapter, prompt="p", completion=f"text {i}", params={"seed": i},
-        prompt_tokens=1, completion_tokens=2, latency_ms=3.0, finish_reason="length",
+def record(i: int, version: AdapterVersion | None = AdapterVersion("summarize", 2)) -> Completion:
+    return Completion(
+        id=f"cmpl-{i:032x}", prompt="p", text=f"text {i}", version=version,
+        sampling_params={"seed": i, "finish_reason": "length"},
+        prompt_tokens=1, completion_tokens=2, latency_ms=3.0,
     )
 
 
@@ -42,11 +43,12 @@ def test_records_are_written_with_adapter_and_version(settings):
     store = Store.from_settings(settings)
     writer = CompletionLogWriter(store, ServiceMetrics("m"), max_queue=100)
     writer.submit(record(1))
-    writer.submit(record(2, adapter=None))
+    writer.submit(record(2, version=None))
     assert writer.flush(5)
     first, second = store.completions.get(record(1).id), store.completions.get(record(2).id)
-    assert (first.adapter, first.version, first.text) == ("summarize", 2, "text 1")
-    assert (second.adapter, second.version) == (None, None)
+    assert first.version is not None
+    assert (first.version.adapter, first.version.version, first.text) == ("summarize", 2, "text 1")
+    assert second.version is None
     writer.close()
     store.close()
 

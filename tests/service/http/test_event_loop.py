@@ -57,7 +57,7 @@ def busy_url(tmp_path_factory, tiny_llama_dir) -> Iterator[str]:
     settings = Settings(
         data_dir=data / "data", base_model=str(tiny_llama_dir), base_model_id="tiny-llama",
         device="cpu", dtype="float32", alias_poll_seconds=0, api_keys=API_KEYS,
-        max_active_adapters=1, max_cpu_adapters=1,
+        max_active_adapters=1, max_host_adapters=1,
     )
     publish_test_adapters(settings, data)
     with serve(settings) as url:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from core.base.folders import base_model_info
+from core.names import AdapterVersion
 from core.registry import open_registry
 from core.settings import Settings
 from core.store import Completion, FeedbackCreate, Store
@@ -126,8 +127,8 @@ def human_votes(store: Store, wins: int, losses: int, tag: str, source: str = "h
     for n in range(wins + losses):
         ids = (f"cmpl-{tag}-c{n}", f"cmpl-{tag}-p{n}")
         store.completions.log([
-            Completion(id=ids[0], prompt=f"{tag} {n}", text="new", adapter="summarize", version=2),
-            Completion(id=ids[1], prompt=f"{tag} {n}", text="old", adapter="summarize", version=1),
+            Completion(id=ids[0], prompt=f"{tag} {n}", text="new", version=AdapterVersion("summarize", 2)),
+            Completion(id=ids[1], prompt=f"{tag} {n}", text="old", version=AdapterVersion("summarize", 1)),
         ])
         store.feedback.add(FeedbackCreate(
             use_case="summarize", choice=0 if n < wins else 1, completion_ids=ids, source=source,

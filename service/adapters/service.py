@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core.adapters import AdapterKind
 from core.errors import NotFound
 from core.names import validate_alias, validate_name
 from core.registry import ANY, Manifest, Registry
 from core.registry.catalog import Catalog, CatalogEntry
-from core.registry.manifest import AdapterKind
 from core.settings import Settings
 from service.adapters.protocol import (
     AdapterPublic,
@@ -29,7 +29,7 @@ from service.adapters.protocol import (
 from service.adapters.uploads import Upload, write_upload
 from service.engine import AdapterStatus, Engine
 from service.openai.protocol import ModelList
-from service.openai.serving import OpenAIServing
+from service.openai.service import OpenAIService
 
 
 def version_public(m: Manifest) -> VersionPublic:
@@ -78,7 +78,7 @@ class AdapterService:
         """Every adapter, from the catalog (no registry request once it is filled)."""
         return [self._public(entry) for entry in self.catalog.adapters()]
 
-    def model_list(self, openai: OpenAIServing) -> ModelList:
+    def model_list(self, openai: OpenAIService) -> ModelList:
         """OpenAI model cards: ``name`` for each policy adapter with a production alias, and
         ``name@alias`` for each of its aliases (from the catalog)."""
         cards: list[tuple[str, int]] = []

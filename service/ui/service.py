@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import InvalidRequest
-from core.store import AdapterVersion, FeedbackSource, Job, Store
+from core.names import BASE_MODEL, AdapterVersion
+from core.store import FeedbackSource, Job, Store
 from core.store.stats import (
     DEFAULT_MIN_HUMAN_VOTES,
     DEFAULT_MIN_HUMAN_WIN_LOWER_BOUND,
@@ -19,8 +20,8 @@ from core.store.stats import (
     human_win_verdict,
 )
 from service.adapters.protocol import AdapterPublic
-from service.adapters.serving import AdapterService
-from service.labeling.serving import LabelingService
+from service.adapters.service import AdapterService
+from service.labeling.service import LabelingService
 from service.ui.plots import PLOTS, PlotSpec
 
 JOBS_SHOWN = 50
@@ -47,8 +48,8 @@ class Comparison:
     and the reward model's win rate from the candidate's evaluation."""
 
     adapter: str
-    candidate: AdapterVersion
-    production: AdapterVersion
+    candidate: AdapterVersion | None  # None: the base model
+    production: AdapterVersion | None
     human: HumanWinVerdict
     gate_source: str  # where the gate's thresholds came from
     reward_model_win_rate: float | None
@@ -99,12 +100,13 @@ class DashboardService:
         return found
 
     def compare(
-        self, candidate: AdapterVersion, production: AdapterVersion,
+        self, candidate: AdapterVersion | None, production: AdapterVersion | None,
         reward_model_win_rate: float | None = None,
     ) -> Comparison:
         if candidate == production:
             raise InvalidRequest("compare two different versions", param="b")
-        use_case = candidate.adapter or production.adapter
+        named = candidate or production  # None only when both are the base model
+        use_case = named.adapter if named is not None else None
         rate = self.store.stats.win_rate(candidate, production, use_case, source=FeedbackSource.HUMAN)
         thresholds, source = self.gate_thresholds(use_case)
         # The reward model's verdict: its judgements of these two versions' completions (model
@@ -114,7 +116,7 @@ class DashboardService:
         if judged.total:
             reward_model_win_rate, rm_source = judged.win_rate, f"{judged.total} judged pairs"
         return Comparison(
-            adapter=use_case or "base", candidate=candidate, production=production,
+            adapter=use_case or BASE_MODEL, candidate=candidate, production=production,
             human=human_win_verdict(rate, **thresholds), gate_source=source,
             reward_model_win_rate=reward_model_win_rate, reward_model_source=rm_source,
         )
@@ -136,5 +138,5 @@ class DashboardService:
             "min_votes": DEFAULT_MIN_HUMAN_VOTES, "min_lower_bound": DEFAULT_MIN_HUMAN_WIN_LOWER_BOUND,
         }, "default gate (no job configures min_human_votes / min_human_win_lower_bound)"
 
-    def version(self, ref: str, param: str) -> AdapterVersion:
+    def version(self, ref: str, param: str) -> AdapterVersion | None:
         return self.labeling.version(ref, param)

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 
 from core.errors import InvalidRequest
-from core.names import parse_ref
+from core.names import AdapterVersion, model_name, parse_model
 from core.registry import Registry
-from core.store import AdapterVersion, LabelingQueue, Store, Verdict, Vote
+from core.store import LabelingQueue, Store, Verdict, Vote
 from service.completion_log import CompletionLogWriter
 from service.labeling.protocol import (
     AgreementPublic,
@@ -30,7 +30,7 @@ from service.labeling.protocol import (
     VotePublic,
 )
 from service.openai.protocol import CompletionRequest
-from service.openai.serving import OpenAIServing
+from service.openai.service import OpenAIService
 from service.ui.sessions import Sessions
 
 ShownChoice = str  # "A", "B", "tie", "both_bad" or "skip"
@@ -68,15 +68,11 @@ def vote_public(v: Vote) -> VotePublic:
     )
 
 
-def model_name(version: AdapterVersion) -> str:
-    return str(version)
-
-
 class LabelingService:
     """Blocking methods do database I/O (run them in a thread); ``fill_generated`` is async."""
 
     def __init__(
-        self, store: Store, registry: Registry, openai: OpenAIServing,
+        self, store: Store, registry: Registry, openai: OpenAIService,
         completion_log: CompletionLogWriter | None, sessions: Sessions,
     ):
         self.store = store
@@ -116,21 +112,19 @@ class LabelingService:
 
     # --- filling ---
 
-    def version(self, ref: str, param: str) -> AdapterVersion:
-        """A fixed version for 'base', 'name@N' or an alias (resolved now)."""
-        if ref == "base":
-            return AdapterVersion.BASE
-        parsed = parse_ref(ref)
-        if parsed.version is not None:
-            return AdapterVersion(parsed.name, parsed.version)
-        aliases = self.registry.aliases(parsed.name)
+    def version(self, ref: str, param: str) -> AdapterVersion | None:
+        """A fixed version for 'name@N' or an alias (resolved now); None for 'base'."""
+        parsed = parse_model(ref)
+        if parsed is None or isinstance(parsed, AdapterVersion):
+            return parsed
+        aliases = self.registry.aliases(parsed.adapter)
         if parsed.alias not in aliases:
-            raise InvalidRequest(f"{param}: {parsed.name} has no alias {parsed.alias!r}", param=param)
-        return AdapterVersion(parsed.name, aliases[parsed.alias])
+            raise InvalidRequest(f"{param}: {parsed.adapter} has no alias {parsed.alias!r}", param=param)
+        return AdapterVersion(parsed.adapter, aliases[parsed.alias])
 
     def fill_from_log(self, queue_id: str, body: QueueFill) -> FillReport:
         a = self.version(body.a, "a")
-        b = self.version(body.b, "b") if body.b else None
+        b = self.version(body.b, "b") if body.b else a  # no b: two samples of a
         pairs = [_shuffled(p) for p in self.store.labeling.logged_pairs(queue_id, a, b, body.limit)]
         return FillReport(added=self.store.labeling.add_pairs(queue_id, pairs))
 
@@ -209,7 +203,7 @@ class LabelingService:
         self.store.labeling.vote(
             pair_id, labeler, verdict, swapped=swapped, time_ms=time_ms, rationale=rationale
         )
-        first, second = (model_name(AdapterVersion(c.adapter, c.version)) for c in pair.completions)
+        first, second = (model_name(c.version) for c in pair.completions)
         a, b = (second, first) if swapped else (first, second)
         return Reveal(choice=choice, a=a, b=b)
 

@@ -7,10 +7,9 @@ from dataclasses import asdict
 from typing import BinaryIO
 
 from core.errors import InvalidRequest
-from core.names import parse_ref
+from core.names import model_name, parse_version
 from core.settings import Settings
 from core.store import (
-    AdapterVersion,
     Feedback,
     FeedbackCreate,
     ImportLimits,
@@ -19,7 +18,7 @@ from core.store import (
     Store,
     VertexRow,
 )
-from core.store.records import ExportFormat
+from core.store.records import FeedbackFormat
 from service.completion_log import CompletionLogWriter
 from service.feedback.protocol import (
     FeedbackCreateRequest,
@@ -43,16 +42,6 @@ def feedback_public(f: Feedback) -> FeedbackPublic:
 
 def snapshot_public(s: Snapshot) -> SnapshotPublic:
     return SnapshotPublic(id=s.id, use_case=s.use_case, row_count=s.row_count, sha256=s.sha256, created_at=s.created_at)
-
-
-def adapter_version(model: str, param: str) -> AdapterVersion:
-    """'base' or 'name@N' (a fixed version: win rates compare versions, not aliases)."""
-    if model == "base":
-        return AdapterVersion.BASE
-    ref = parse_ref(model, param=param)
-    if ref.version is None:
-        raise InvalidRequest(f"{param} must be 'base' or 'name@N', got {model!r}", param=param)
-    return AdapterVersion(ref.name, ref.version)
 
 
 def import_limits(settings: Settings) -> ImportLimits:
@@ -89,7 +78,7 @@ class FeedbackService:
         return feedback_public(self.store.feedback.add(new))
 
     def import_file(
-        self, file: BinaryIO, use_case: str, fmt: ExportFormat | None, labeler: str,
+        self, file: BinaryIO, use_case: str, fmt: FeedbackFormat | None, labeler: str,
         source: str, idempotency_key: str | None,
     ) -> ImportReportPublic:
         report = self.store.feedback.import_jsonl(
@@ -98,7 +87,7 @@ class FeedbackService:
         )
         return ImportReportPublic.model_validate(asdict(report))
 
-    def export(self, use_case: str, fmt: ExportFormat, include_ties: bool) -> Iterator[VertexRow | PreferenceRow]:
+    def export(self, use_case: str, fmt: FeedbackFormat, include_ties: bool) -> Iterator[VertexRow | PreferenceRow]:
         return self.store.feedback.export(use_case, fmt, include_ties=include_ties)
 
     def stats(self, use_case: str | None, a: str | None, b: str | None) -> FeedbackStatsPublic:
@@ -107,15 +96,15 @@ class FeedbackService:
         summary = self.store.stats.summary(use_case)
         head_to_head = None
         if a is not None and b is not None:
-            rate = self.store.stats.win_rate(adapter_version(a, "a"), adapter_version(b, "b"), use_case)
+            rate = self.store.stats.win_rate(parse_version(a, "a"), parse_version(b, "b"), use_case)
             head_to_head = WinRatePublic(
-                a=str(rate.a), b=str(rate.b), wins=rate.wins, losses=rate.losses, ties=rate.ties,
+                a=model_name(rate.a), b=model_name(rate.b), wins=rate.wins, losses=rate.losses, ties=rate.ties,
                 total=rate.total, win_rate=rate.win_rate,
             )
         return FeedbackStatsPublic(
             use_cases=[UseCaseStatsPublic.model_validate(asdict(u)) for u in summary.use_cases],
             versions=[
-                VersionStatsPublic(model=str(v.version), candidates=v.candidates, wins=v.wins,
+                VersionStatsPublic(model=model_name(v.version), candidates=v.candidates, wins=v.wins,
                                    losses=v.losses, ties=v.ties)
                 for v in summary.versions
             ],

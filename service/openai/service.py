@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
 from core.errors import InvalidRequest
-from core.names import parse_ref
+from core.names import BASE_MODEL, AdapterVersion, Reference, model_name, parse_model
+from core.store import Completion
 from service.engine import Engine, SamplingParams, TokenEvent, TokenStream
 from service.engine import Usage as EngineUsage
 from service.engine.sampling import TokenLogprobs
@@ -45,26 +46,10 @@ from service.openai.protocol import (
     now,
 )
 
-BASE_MODEL = "base"
 T = TypeVar("T")
 
-
-@dataclass(frozen=True)
-class CompletionRecord:
-    """What the completion log receives for each finished generation."""
-
-    id: str
-    adapter: str | None  # "name@version", None for the base
-    prompt: str
-    completion: str
-    params: dict
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: float
-    finish_reason: str
-
-
-CompletionSink = Callable[[CompletionRecord], None]
+# Where each finished choice goes to be logged (the completion log's queue); never blocks.
+CompletionSink = Callable[[Completion], None]
 
 
 @dataclass
@@ -98,7 +83,7 @@ class Generation:
 
 
 @dataclass
-class Completions:
+class Generations:
     """A completions request in progress: one generation per prompt, in the prompts' order,
     each of n choices. Choice ``p * n + j`` is choice j of prompt p (vLLM's numbering). Its id
     is the first generation's."""
@@ -118,7 +103,7 @@ class Completions:
             await generation.aclose()
 
 
-class OpenAIServing:
+class OpenAIService:
     def __init__(
         self,
         engine: Engine,
@@ -152,15 +137,17 @@ class OpenAIServing:
 
     # --- model selection ---
 
-    def adapter_of(self, model: str) -> str | None:
-        """None for the base model; otherwise the adapter reference (validated)."""
-        if model in (BASE_MODEL, self.engine.base_info.model_id):
-            return None
-        parse_ref(model, param="model")  # InvalidName -> 400 before any work
-        return model
+    def adapter_of(self, model: str) -> Reference | None:
+        """The request's ``model``, parsed once here (InvalidName -> 400 before any work):
+        None for the base model, else the adapter reference the engine resolves."""
+        return parse_model(model, self.engine.base_info.model_id, param="model")
 
-    def served_model(self, requested: str, event_adapter: str | None) -> str:
-        return event_adapter or (requested if requested == BASE_MODEL else self.engine.base_info.model_id)
+    def served_model(self, requested: str, version: AdapterVersion | None) -> str:
+        """The response's ``model``: the version that served (``name@N``), or the base model
+        as it was asked for (``base`` or its id)."""
+        if version is not None:
+            return model_name(version)
+        return requested if requested == BASE_MODEL else self.engine.base_info.model_id
 
     def models(self, adapters: list[tuple[str, int]]) -> ModelList:
         created = now()
@@ -204,9 +191,12 @@ class OpenAIServing:
         left = self.engine.max_context - len(prompt_ids)
         return max(1, min(self.engine.settings.max_new_tokens, left))
 
-    async def _start(self, prompt: str, prompt_ids: list[int], request: SamplingFields, params: SamplingParams, prefix: str) -> Generation:
+    async def _start(
+        self, prompt: str, prompt_ids: list[int], request: SamplingFields, params: SamplingParams,
+        prefix: str, adapter: Reference | None,
+    ) -> Generation:
         started = time.monotonic()
-        events = await self.engine.submit(prompt_ids, self.adapter_of(request.model), params, request.n)
+        events = await self.engine.submit(prompt_ids, adapter, params, request.n)
         ids = [new_id(prefix) for _ in range(request.n)]
         return Generation(ids[0], prompt, prompt_ids, params, events, started, ids)
 
@@ -220,9 +210,10 @@ class OpenAIServing:
         assert isinstance(text, str)  # one sequence of ids decodes to one string
         return text, list(prompt)
 
-    async def start_completion(self, request: CompletionRequest) -> Completions:
+    async def start_completion(self, request: CompletionRequest) -> Generations:
         """One generation (of n choices) per prompt; all are queued, or none (an error closes
         the others)."""
+        adapter = self.adapter_of(request.model)
         prompts = request.prompts
         queue = self.engine.settings.max_queue
         if len(prompts) > queue:
@@ -248,16 +239,17 @@ class OpenAIServing:
         generations: list[Generation] = []
         try:
             for text, prompt_ids in encoded:
-                generation = await self._start(text, prompt_ids, request, params, "cmpl")
+                generation = await self._start(text, prompt_ids, request, params, "cmpl", adapter)
                 generation.prompt_only = max_tokens == 0
                 generations.append(generation)
         except BaseException:
             for generation in generations:
                 await generation.aclose()
             raise
-        return Completions(generations)
+        return Generations(generations)
 
     async def start_chat(self, request: ChatCompletionRequest) -> Generation:
+        adapter = self.adapter_of(request.model)
         messages = [m.model_dump() for m in request.messages]
         self._check_length(sum(len(m.content) for m in request.messages))
         # tokenize=True, return_dict=False: the ids of one conversation; decode gives one string.
@@ -270,7 +262,7 @@ class OpenAIServing:
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         max_tokens = request.max_completion_tokens or request.max_tokens or self._rest_of_context(prompt_ids)
         params = self._sampling(request, max_tokens, logprobs)
-        return await self._start(prompt, list(prompt_ids), request, params, "chatcmpl")
+        return await self._start(prompt, list(prompt_ids), request, params, "chatcmpl", adapter)
 
     async def _observed(self, generation: Generation) -> AsyncIterator[TokenEvent]:
         """The events, measured for /metrics; each choice is logged when it finishes."""
@@ -302,21 +294,19 @@ class OpenAIServing:
         if event.index == 0:
             self.metrics.prompt_tokens.labels(name).inc(event.usage.prompt_tokens)
         self.metrics.generation_tokens.labels(name).inc(event.usage.completion_tokens)
-        adapter, _, version = (event.adapter or "base@").partition("@")
         if generation.unfinished == 0:
             self.metrics.e2e_latency.labels(name).observe(seconds)
             self.metrics.request_success.labels(name, event.finish_reason).inc()
-            self.metrics.adapter_requests.labels(adapter, version or "-").inc()
-            self.metrics.adapter_latency.labels(adapter).observe(seconds)
+            self.metrics.request_served(event.version, seconds)
         if self.completion_sink is not None:
             params = generation.params
             self.completion_sink(
-                CompletionRecord(
+                Completion(
                     id=generation.ids[event.index],
-                    adapter=event.adapter,
                     prompt=generation.prompt,
-                    completion=text,
-                    params={
+                    text=text,
+                    version=event.version,
+                    sampling_params={
                         "max_tokens": params.max_tokens, "temperature": params.temperature,
                         "top_p": params.top_p, "top_k": params.top_k, "seed": params.seed,
                         "stop": list(params.stop),
@@ -325,11 +315,11 @@ class OpenAIServing:
                         "repetition_penalty": params.repetition_penalty,
                         "min_tokens": params.min_tokens,
                         "logit_bias": dict(params.logit_bias),
+                        "finish_reason": str(event.finish_reason),
                     },
                     prompt_tokens=event.usage.prompt_tokens,
                     completion_tokens=event.usage.completion_tokens,
                     latency_ms=seconds * 1000,
-                    finish_reason=str(event.finish_reason),
                 )
             )
 
@@ -419,7 +409,7 @@ class OpenAIServing:
             completion_id=self._logging_id(generation, last.index) if last.finish_reason else None,
         )
 
-    async def completion(self, request: CompletionRequest, completions: Completions) -> CompletionResponse:
+    async def completion(self, request: CompletionRequest, completions: Generations) -> CompletionResponse:
         generations, n = completions.generations, completions.n
         events: list[list[TokenEvent]] = [[] for _ in range(len(generations) * n)]
         try:
@@ -434,14 +424,14 @@ class OpenAIServing:
         return CompletionResponse(
             id=completions.id,
             created=now(),
-            model=self.served_model(request.model, lasts[0].adapter),
+            model=self.served_model(request.model, lasts[0].version),
             choices=[self._choice(request, i, generations[i // n], e) for i, e in enumerate(events)],
             usage=_total([_usage(*lasts[p * n : (p + 1) * n]) for p in range(len(generations))]),
             completion_id=self._logging_id(generations[0]),
             completion_ids=self._logging_ids(*generations),
         )
 
-    async def completion_chunks(self, request: CompletionRequest, completions: Completions) -> AsyncGenerator[dict, None]:
+    async def completion_chunks(self, request: CompletionRequest, completions: Generations) -> AsyncGenerator[dict, None]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         created = now()
         generations, n = completions.generations, completions.n
@@ -455,7 +445,7 @@ class OpenAIServing:
                 choice = self._choice(request, i, generations[p], [e], first=lasts[i] is None, offset=offsets[i])
                 offsets[i] += len(e.text)
                 lasts[i] = e
-                model = self.served_model(request.model, e.adapter)
+                model = self.served_model(request.model, e.version)
                 yield CompletionResponse(
                     id=completions.id, created=created, model=model, choices=[choice],
                     completion_id=choice.completion_id,
@@ -483,7 +473,7 @@ class OpenAIServing:
         return ChatCompletionResponse(
             id=generation.id,
             created=now(),
-            model=self.served_model(request.model, lasts[0].adapter),
+            model=self.served_model(request.model, lasts[0].version),
             choices=[
                 ChatChoice(
                     index=i,
@@ -504,7 +494,7 @@ class OpenAIServing:
         opened: set[int] = set()
         lasts: list[TokenEvent] = []
         async for e in self._observed(generation):
-            model = self.served_model(request.model, e.adapter)
+            model = self.served_model(request.model, e.version)
             if e.index not in opened:  # OpenAI opens every choice's stream with the role
                 yield ChatCompletionChunk(
                     id=generation.id, created=created, model=model,
