@@ -79,7 +79,8 @@ class UseCaseStatsPublic(BaseModel):
 
 
 class VersionStatsPublic(BaseModel):
-    model: str = Field(description="'name@version', or 'base'.")
+    version: str = Field(description="'name@N', or 'base'.")
+    model: str = Field(description="The same as version, under its first name (kept for old clients).")
     candidates: int
     wins: int
     losses: int

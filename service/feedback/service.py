@@ -104,7 +104,7 @@ class FeedbackService:
         return FeedbackStatsPublic(
             use_cases=[UseCaseStatsPublic.model_validate(asdict(u)) for u in summary.use_cases],
             versions=[
-                VersionStatsPublic(model=model_name(v.version), candidates=v.candidates, wins=v.wins,
+                VersionStatsPublic(version=model_name(v.version), model=model_name(v.version), candidates=v.candidates, wins=v.wins,
                                    losses=v.losses, ties=v.ties)
                 for v in summary.versions
             ],

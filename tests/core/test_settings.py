@@ -35,6 +35,23 @@ def test_yaml_config_files_work_too(tmp_path, monkeypatch):
     assert (Settings().device, Settings().max_queue) == ("cuda", 3)
 
 
+def test_max_host_adapters_is_read_under_its_new_and_its_old_name(tmp_path, monkeypatch):
+    assert Settings(max_host_adapters=3).max_host_adapters == 3
+    monkeypatch.setenv("LORALOOP_MAX_CPU_ADAPTERS", "7")  # the name before the tiers had names
+    assert Settings().max_host_adapters == 7
+    monkeypatch.setenv("LORALOOP_MAX_HOST_ADAPTERS", "9")  # the new name wins
+    assert Settings().max_host_adapters == 9
+    monkeypatch.delenv("LORALOOP_MAX_CPU_ADAPTERS")
+    monkeypatch.delenv("LORALOOP_MAX_HOST_ADAPTERS")
+    config = tmp_path / "loraloop.toml"
+    config.write_text("max_host_adapters = 5\n")
+    monkeypatch.setenv("LORALOOP_CONFIG", str(config))
+    assert Settings().max_host_adapters == 5
+    monkeypatch.setenv("LORALOOP_MAX_CPU_ADAPTERS", "0")
+    with pytest.raises(ValidationError, match="max_host_adapters|MAX_CPU_ADAPTERS"):
+        Settings()
+
+
 def test_unknown_keys_and_bad_values_are_refused(tmp_path, monkeypatch):
     config = tmp_path / "loraloop.toml"
     config.write_text("max_bach_size = 8\n")

@@ -43,7 +43,9 @@ def test_feedback_on_logged_completions_counts_per_version(client, labeler):
     assert record["labeler"] == "labelers"  # the key's name, when the body names no labeler
     stats = labeler.get("/v1/feedback/stats", params={"use_case": "summarize", "a": "summarize@1", "b": "base"}).json()
     assert stats["head_to_head"]["wins"] >= 1 and stats["head_to_head"]["win_rate"] is not None
-    assert any(v["model"] == "summarize@1" and v["wins"] >= 1 for v in stats["versions"])
+    assert any(v["version"] == "summarize@1" and v["wins"] >= 1 for v in stats["versions"])
+    # "version" was first called "model": old clients still find it there
+    assert {v["version"] for v in stats["versions"]} == {v["model"] for v in stats["versions"]} >= {"base"}
 
 
 def test_feedback_on_a_pair_of_choices_from_one_call(client, labeler):

@@ -92,7 +92,8 @@ class UseCaseStats(Model):
 
 class VersionStats(Model):
     component = "VersionStatsPublic"
-    model: str
+    version: str  # name@N, or base
+    model: str  # the same as version (its first name)
     candidates: int
     wins: int
     losses: int
