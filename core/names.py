@@ -88,7 +88,9 @@ def parse_ref(ref: str, param: str | None = None) -> Reference:
         raise
 
 
-def parse_model(model: str, base_model_id: str | None = None, param: str | None = None) -> Reference | None:
+def parse_model(
+    model: str, base_model_id: str | None = None, param: str | None = None
+) -> Reference | None:
     """Parse a request's ``model``: None for the base model (``base`` or ``base_model_id``),
     else the adapter reference (``parse_ref``). The one place a model field is read."""
     if model == BASE_MODEL or (base_model_id is not None and model == base_model_id):

@@ -45,6 +45,10 @@ def _produced_by(completion: Any, version: AdapterVersion | None) -> ColumnEleme
     return and_(completion.adapter == version.adapter, completion.version == version.version)
 
 
+def _base_first(version: AdapterVersion | None) -> tuple[str, int]:
+    return ("", 0) if version is None else (version.adapter, version.version)
+
+
 class Stats:
     """Read-only aggregates over feedback and completions. Built by ``Store``; thread-safe."""
 
@@ -93,9 +97,7 @@ class Stats:
                         counts[i] += int(n)
         versions = [
             VersionStats(version=v, candidates=c[0], wins=c[1], losses=c[2], ties=c[3])
-            for v, c in sorted(
-                totals.items(), key=lambda item: ("", 0) if item[0] is None else (item[0].adapter, item[0].version)
-            )
+            for v, c in sorted(totals.items(), key=lambda item: _base_first(item[0]))
         ]
         return FeedbackStats(use_cases=use_cases, versions=versions)
 

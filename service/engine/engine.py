@@ -319,7 +319,8 @@ class Engine:
         with self._reserve_lock:
             if self._closing:
                 raise EngineClosed("the engine is shutting down")
-            queued = self._reserved + self.scheduler.num_waiting + len(self.scheduler.score_requests)
+            scheduler = self.scheduler
+            queued = self._reserved + scheduler.num_waiting + len(scheduler.score_requests)
             if queued >= self.settings.max_queue:
                 raise Overloaded(
                     f"{self.settings.max_queue} requests are already waiting; retry later"
@@ -328,7 +329,9 @@ class Engine:
 
     # --- reward scoring ---
 
-    async def score(self, reward: Reference | str, prompt: str, completions: list[str]) -> list[float]:
+    async def score(
+        self, reward: Reference | str, prompt: str, completions: list[str]
+    ) -> list[float]:
         """Reward of each (prompt, completion) under the reward adapter ``reward``; the pair is
         tokenized by ``core.reward_format.reward_input_ids`` (the format reward training must use)."""
         sequences = await asyncio.get_running_loop().run_in_executor(  # never on the loop
@@ -425,7 +428,7 @@ class Engine:
         )
 
     def _status(self, key: AdapterVersion) -> AdapterStatus:
-        return next(s for s in self.residency() if (s.adapter, s.version) == (key.adapter, key.version))
+        return next(s for s in self.residency() if AdapterVersion(s.adapter, s.version) == key)
 
     # --- references ---
 

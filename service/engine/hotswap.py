@@ -56,7 +56,8 @@ class AliasFollower:
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._aliases: dict[AdapterAlias, Manifest] = {}
-        self._manifests: dict[AdapterVersion, Manifest] = {}  # versions are immutable: cache forever
+        # versions are immutable: their manifests are cached forever
+        self._manifests: dict[AdapterVersion, Manifest] = {}
         self._failures: dict[AdapterVersion, _WarmFailure] = {}  # versions that failed to warm
         self.clock: Callable[[], float] = time.monotonic
         self._poller = Poller("loraloop-aliases", self.refresh, "alias refresh failed")

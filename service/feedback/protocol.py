@@ -80,7 +80,9 @@ class UseCaseStatsPublic(BaseModel):
 
 class VersionStatsPublic(BaseModel):
     version: str = Field(description="'name@N', or 'base'.")
-    model: str = Field(description="The same as version, under its first name (kept for old clients).")
+    model: str = Field(
+        description="The same as version, under its first name (kept for old clients)."
+    )
     candidates: int
     wins: int
     losses: int

@@ -216,6 +216,19 @@ def test_every_setting_in_values_reaches_the_server_with_its_value(helm, values_
     assert (settings.data_dir, settings.cache_dir) == (Path("/data"), Path("/cache"))
 
 
+def test_values_still_naming_max_cpu_adapters_set_max_host_adapters(helm, monkeypatch):
+    # The setting's first name: a values file written before the rename keeps working.
+    result = _helm_template(helm, "--set", "config.max_cpu_adapters=12")
+    assert result.returncode == 0, result.stderr
+    env = container_env([doc for doc in yaml.safe_load_all(result.stdout) if doc])
+    assert env["LORALOOP_MAX_CPU_ADAPTERS"] == "12"
+    for name in list(Settings.model_fields) + ["config", "max_cpu_adapters"]:
+        monkeypatch.delenv(f"LORALOOP_{name.upper()}", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert Settings().max_host_adapters == 12
+
+
 def test_probes_point_at_real_routes(helm, values_name):
     # The app's GET routes, as its OpenAPI schema lists them (probes are GET requests).
     paths = create_app(Settings()).openapi()["paths"]

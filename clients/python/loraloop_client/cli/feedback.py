@@ -115,7 +115,7 @@ def stats(state: CliState, use_case: str | None, a: str | None, b: str | None) -
     if result.versions:
         versions = Table("version", "candidates", "wins", "losses", "ties")
         for v in result.versions:
-            versions.add_row(v.model, str(v.candidates), str(v.wins), str(v.losses), str(v.ties))
+            versions.add_row(v.version, str(v.candidates), str(v.wins), str(v.losses), str(v.ties))
         state.stdout.print(versions)
     if result.head_to_head:
         h = result.head_to_head
