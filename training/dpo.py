@@ -17,14 +17,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from core.settings import Settings
-from training.batching import EncodedPair, encode_pairs, encode_prompts, pair_batch
+from training.batching import EncodedPair, batches, encode_pairs, encode_prompts, pair_batch
 from training.config import DPOConfig
 from training.data import load_preferences, split_holdout
 from training.distributed import check_in_sync, data_parallel
 from training.evaluate import pair_logprob_margins
 from training.policy import evaluate_policy, prepare_policy
 from training.progress import MetricsSink, Progress
-from training.reward import batches
 from training.run import (
     RunContext,
     RunResult,

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from core.settings import Settings
-from training.batching import Prompt, encode_prompts
+from training.batching import Prompt, batches, encode_prompts
 from training.config import PPOConfig
 from training.data import load_prompts, split_holdout
 from training.distributed import World, check_in_sync, data_parallel
@@ -40,7 +40,6 @@ from training.ppo_math import (
     value_loss,
 )
 from training.progress import MetricsSink, Progress
-from training.reward import batches
 from training.rollout import Rollout, response_outputs, sample, score
 from training.run import (
     RunContext,

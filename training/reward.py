@@ -10,7 +10,6 @@ Saved as a SEQ_CLS PEFT folder (LoRA + ``score``) that plain peft loads onto
 from __future__ import annotations
 
 import logging
-import random
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from core.settings import Settings
-from training.batching import EncodedPair, encode_reward_pairs, pair_batch
+from training.batching import EncodedPair, batches, encode_reward_pairs, pair_batch
 from training.config import RewardConfig
 from training.data import load_preferences, split_holdout
 from training.distributed import check_in_sync, data_parallel
@@ -48,19 +47,6 @@ def bradley_terry_loss(
 ) -> Tensor:
     """Mean -log sigmoid(r_chosen - r_rejected - margin) over pairs. [N], [N] -> scalar."""
     return -F.logsigmoid(r_chosen - r_rejected - margin).mean()
-
-
-def batches(n_rows: int, batch_size: int, steps: int, seed: int):
-    """``steps`` batches of row indices: seeded reshuffled epochs, identical on every process."""
-    rng = random.Random(seed)
-    order: list[int] = []
-    for _ in range(steps):
-        while len(order) < batch_size:
-            epoch = list(range(n_rows))
-            rng.shuffle(epoch)
-            order += epoch
-        yield order[:batch_size]
-        order = order[batch_size:]
 
 
 def fit(
