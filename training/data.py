@@ -154,7 +154,8 @@ def _pair(record: ValidFeedback, where: str) -> PreferencePair:
 
 
 def _format_name(line: FileLine, fmt: str) -> str:
-    """"vertex", "trl", or "trl-implicit" for a TRL row whose prompt came from its dialogues."""
+    """The row's format for lineage: vertex, trl, or trl-implicit (a TRL row whose prompt
+    came from its dialogues)."""
     assert line.row is not None
     return "trl-implicit" if fmt == "trl" and "prompt" not in line.row else fmt
 

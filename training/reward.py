@@ -22,18 +22,11 @@ from training.config import RewardConfig
 from training.data import load_preferences, split_holdout
 from training.distributed import check_in_sync, data_parallel
 from training.evaluate import pairwise_accuracy, reward_model_metrics
+from training.lineage import build_lineage
 from training.progress import MetricsSink, Progress
-from training.run import (
-    RunContext,
-    RunResult,
-    build_lineage,
-    close_run,
-    current_alias,
-    finish_run,
-    frozen_source,
-    lora_spec,
-    start_run,
-)
+from training.publish import finish_run
+from training.resolve import current_alias
+from training.run import RunContext, RunResult, close_run, frozen_source, lora_spec, start_run
 from training.shared_base import REWARD, SharedBase, load_shared_base, lora_config
 
 if TYPE_CHECKING:  # core.registry imports boto3: loaded on first use only, not at import

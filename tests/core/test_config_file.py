@@ -18,9 +18,7 @@ VALUES = {"adapter": "qa-rm", "train_steps": 10, "gates": {"min_reward_accuracy"
 def test_every_format_reads_the_same_mapping(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"run{suffix}"
     if suffix == ".toml":
-        path.write_text(
-            'adapter = "qa-rm"\ntrain_steps = 10\n[gates]\nmin_reward_accuracy = 0.9\n'
-        )
+        path.write_text('adapter = "qa-rm"\ntrain_steps = 10\n[gates]\nmin_reward_accuracy = 0.9\n')
     elif suffix == ".json":
         path.write_text(json.dumps(VALUES))
     else:

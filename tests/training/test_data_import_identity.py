@@ -32,9 +32,7 @@ def pairs_of(source: str | Path, settings: Settings) -> list[tuple[str, str, str
     return [(p.prompt, p.chosen, p.rejected) for p in load_preferences(source, settings).pairs]
 
 
-def imported_pairs(
-    settings: Settings, path: Path, use_case: str
-) -> list[tuple[str, str, str]]:
+def imported_pairs(settings: Settings, path: Path, use_case: str) -> list[tuple[str, str, str]]:
     """The pairs training reads from a snapshot of the file's import (every line accepted)."""
     with Store.from_settings(settings) as store:
         report = store.feedback.import_jsonl(path, use_case=use_case)
