@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from core.base.info import LLAMA_PROJECTIONS
+from core.config_file import read_config_file
 
 Device = Literal["auto", "cpu", "cuda", "mps"] | str
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
@@ -30,31 +31,16 @@ class _ConfigFileSource(PydanticBaseSettingsSource):
 
     def __init__(self, settings_cls: type[BaseSettings], path: str | None):
         super().__init__(settings_cls)
-        self._values = _read_config_file(Path(path)) if path else {}
+        try:
+            self._values = read_config_file(path) if path else {}
+        except ValueError as e:
+            raise ValueError(f"LORALOOP_CONFIG: {e}") from None
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return self._values.get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
         return dict(self._values)
-
-
-def _read_config_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ValueError(f"LORALOOP_CONFIG names {path}, which is not a file")
-    text = path.read_text()
-    values: object
-    if path.suffix == ".toml":
-        values = tomllib.loads(text)
-    elif path.suffix in (".yaml", ".yml"):
-        values = yaml.safe_load(text) or {}
-    elif path.suffix == ".json":
-        values = json.loads(text)
-    else:
-        raise ValueError(f"config file {path}: use .toml, .yaml, .yml or .json")
-    if not isinstance(values, dict):
-        raise ValueError(f"config file {path} must hold a mapping of setting names to values")
-    return values
 
 
 ImagePullPolicy = Literal["Always", "IfNotPresent", "Never"]
@@ -218,7 +204,7 @@ class Settings(BaseSettings):
     max_new_tokens: int = Field(512, ge=1)
     alias_poll_seconds: float = Field(5.0, ge=0, description="0 turns alias following off.")
     lora_target_modules: list[str] = Field(
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        list(LLAMA_PROJECTIONS),
         description="Projections that get LoRA slots; adapters targeting others are refused.",
     )
     kv_cache_row_tokens: int | None = Field(

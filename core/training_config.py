@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from core.base.info import LLAMA_PROJECTIONS
 from core.errors import InvalidName
 from core.names import parse_ref, validate_name
 
-LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 C = TypeVar("C", bound="TrainConfig")
 
 

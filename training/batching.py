@@ -1,4 +1,5 @@
-"""Text -> token tensors, the same way for reward, DPO, PPO and evaluation.
+"""Text -> token tensors, the same way for reward, DPO, PPO and evaluation, and which rows go
+in each training batch (``batches``, seeded: the same on every process).
 
 A prompt is ``instruction + "\\n\\n" + prompt`` (Vertex's instruction prefix), tokenized with the
 tokenizer's BOS and cut to ``prompt_sequence_length`` tokens from the left (the end of a prompt
@@ -15,7 +16,8 @@ scores them the same way. Over-long inputs keep BOS and their last tokens.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -156,3 +158,16 @@ def pair_batch(pairs: Sequence[EncodedPair], pad_id: int) -> tuple[SequenceBatch
     completions = [p.chosen for p in pairs] + [p.rejected for p in pairs]
     margins = torch.tensor([p.margin for p in pairs], dtype=torch.float32)
     return sequence_batch(prompts, completions, pad_id), margins
+
+
+def batches(n_rows: int, batch_size: int, steps: int, seed: int) -> Iterator[list[int]]:
+    """``steps`` batches of row indices: seeded reshuffled epochs, identical on every process."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    for _ in range(steps):
+        while len(order) < batch_size:
+            epoch = list(range(n_rows))
+            rng.shuffle(epoch)
+            order += epoch
+        yield order[:batch_size]
+        order = order[batch_size:]

@@ -20,18 +20,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from core.config_file import read_config_file
 
 # The dataclasses live in core so the jobs API can validate overrides without importing training.
 from core.training_config import (  # noqa: F401 (re-exported)
-    LLAMA_PROJECTIONS,
     C,
     ConfigError,
     DPOConfig,
@@ -46,24 +43,6 @@ from core.training_config import (  # noqa: F401 (re-exported)
 )
 
 # --- files and flags -----------------------------------------------------------------------
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ValueError(f"config file {path} does not exist")
-    text = path.read_text()
-    if path.suffix == ".toml":
-        data = tomllib.loads(text)
-    elif path.suffix in (".yaml", ".yml"):
-        data = yaml.safe_load(text) or {}
-    elif path.suffix == ".json":
-        data = json.loads(text)
-    else:
-        raise ValueError(f"config file {path}: use .yaml, .yml, .toml or .json")
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a table of settings")
-    return data
 
 
 def load_config(cls: type[C], file: str | Path | None = None, **overrides: Any) -> C:

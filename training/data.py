@@ -4,26 +4,30 @@ The one place that knows where training data comes from. A source is one of:
 
     snapshot:ID        an existing feedback snapshot of the store (core.store)
     feedback:USE_CASE  a new snapshot of the use case's current feedback, taken now
-    PATH               a JSONL file, plain or .gz
+    PATH               a JSONL file, plain or gzip (told by its magic bytes)
 
-File rows, detected per row:
+A preference file is read by ``core.store.preference_file``, the reader of ``feedback import``:
+a file the import takes in full trains on exactly the pairs a snapshot of it would hold, and a
+line the import refuses makes training refuse the file, with the import's reason
+(``PATH:LINE: reason``). Its rows are, by the file's first row:
 
-    Vertex RLHF   {"input_text", "candidate_0", "candidate_1", "choice": 0 | 1}  (ties skipped)
-    TRL explicit  {"prompt", "chosen", "rejected"}
-    TRL implicit  {"chosen", "rejected"}  whole dialogues sharing a prompt (hh-rlhf): the
-                  prompt is their shared prefix up to its last "\\n\\nAssistant:" (split
-                  exactly as the feedback importer does)
-    prompts       {"prompt"} or {"input_text"}, or any preference row (its prompt is used),
-                  or a .txt file with one prompt per line
+    Vertex RLHF   {"input_text", "candidate_0", "candidate_1", "choice": 0 | 1 | "tie"}
+                  (ties skipped: they teach a pairwise model nothing)
+    TRL           {"prompt", "chosen", "rejected"}, or {"chosen", "rejected"}: whole dialogues
+                  sharing a prompt (hh-rlhf), split at their last shared "\\n\\nAssistant:"
 
-An optional numeric ``margin`` on a preference row feeds the reward model's margin loss.
+An optional numeric ``margin`` on a preference row (kept in its metadata by the import) feeds
+the reward model's margin loss; only files carry it, snapshots train with margin 0.
+
+A prompt file holds {"prompt"} or {"input_text"} rows, or preference rows (their prompt is
+used), or is a .txt file with one prompt per line.
+
 Every dataset carries a sha256 for the version's lineage: of the file's bytes, or the
 snapshot's content hash (with its id).
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
 from collections.abc import Iterator, Sequence
@@ -31,11 +35,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from core.errors import InvalidRequest, TooLarge
 from core.hashing import sha256_file
 from core.settings import Settings
-from core.store.formats import implicit_prompt
+from core.store.formats import ImportLimits, detect_format, read_lines
+from core.store.preference_file import FileLine, PreferenceFile, json_lines, parse_record
+from core.store.records import TIE
+from core.store.validation import MAX_PROMPT_CHARS, ValidFeedback, check_text
 
 T = TypeVar("T")
+
+# A file is read as ``feedback import`` would read it into some use case; which one changes
+# nothing in how its rows are read or checked.
+_FILE_USE_CASE = "file"
 
 
 @dataclass(frozen=True)
@@ -112,60 +124,40 @@ def _resolve(source: str | Path) -> Path:
     return path
 
 
-def _read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                yield number, line
+def _limits(settings: Settings | None) -> ImportLimits:
+    """The bounds ``feedback import`` puts on a local file (lines are streamed)."""
+    if settings is None:
+        return ImportLimits()
+    return ImportLimits(max_line_bytes=settings.max_import_line_bytes)
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    for number, line in _read_lines(path):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{number}: each line must be a JSON object")
-        yield number, row
+def _read(path: Path, lines: Iterator[FileLine]) -> Iterator[FileLine]:
+    """``lines`` of ``path``; a refused line or a problem with the whole file is a ValueError
+    that says where, with the import's reason."""
+    try:
+        for line in lines:
+            if line.rejection is not None:
+                raise ValueError(f"{path}:{line.number}: {line.rejection}")
+            yield line
+    except (InvalidRequest, TooLarge) as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
-def _string(row: dict[str, Any], key: str, where: str) -> str:
-    value = row[key]
-    if not isinstance(value, str):
-        raise ValueError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
-    return value
+def _pair(record: ValidFeedback, where: str) -> PreferencePair:
+    """The record's (prompt, chosen, rejected) and its margin; not for a tie."""
+    margin = record.metadata.get("margin") or 0.0
+    if isinstance(margin, bool) or not isinstance(margin, int | float):
+        raise ValueError(f"{where}: margin must be a number, got {margin!r}")
+    chosen = record.candidates[record.choice]
+    rejected = record.candidates[1 - record.choice]
+    return PreferencePair(record.prompt, chosen, rejected, float(margin))
 
 
-def parse_preference(row: dict[str, Any], where: str) -> tuple[PreferencePair | None, str]:
-    """One row -> (pair or None for a tie, format name)."""
-    margin = float(row.get("margin", 0.0) or 0.0)
-    if {"input_text", "candidate_0", "candidate_1", "choice"} <= row.keys():
-        choice = row["choice"]
-        if choice not in (0, 1):
-            return None, "vertex"  # a tie or an abstention teaches a pairwise model nothing
-        candidates = (_string(row, "candidate_0", where), _string(row, "candidate_1", where))
-        return PreferencePair(
-            _string(row, "input_text", where), candidates[choice], candidates[1 - choice], margin
-        ), "vertex"
-    if {"prompt", "chosen", "rejected"} <= row.keys():
-        return PreferencePair(
-            _string(row, "prompt", where),
-            _string(row, "chosen", where),
-            _string(row, "rejected", where),
-            margin,
-        ), "trl"
-    if {"chosen", "rejected"} <= row.keys():
-        try:
-            prompt, chosen, rejected = implicit_prompt(row["chosen"], row["rejected"])
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
-        return PreferencePair(prompt, chosen, rejected, margin), "trl-implicit"
-    raise ValueError(
-        f"{where}: a preference row needs Vertex fields (input_text, candidate_0, candidate_1, "
-        f"choice) or TRL fields (prompt, chosen, rejected); found {sorted(row)}"
-    )
+def _format_name(line: FileLine, fmt: str) -> str:
+    """The row's format for lineage: vertex, trl, or trl-implicit (a TRL row whose prompt
+    came from its dialogues)."""
+    assert line.row is not None
+    return "trl-implicit" if fmt == "trl" and "prompt" not in line.row else fmt
 
 
 def load_preferences(source: str | Path, settings: Settings | None = None) -> Dataset:
@@ -174,16 +166,34 @@ def load_preferences(source: str | Path, settings: Settings | None = None) -> Da
     if str(source).startswith("snapshot:"):
         return _snapshot(str(source), settings)
     path = _resolve(source)
+    file = PreferenceFile(path, use_case=_FILE_USE_CASE, limits=_limits(settings))
     pairs: list[PreferencePair] = []
     formats: set[str] = set()
-    for number, row in _rows(path):
-        pair, fmt = parse_preference(row, f"{path}:{number}")
-        formats.add(fmt)
-        if pair is not None:
-            pairs.append(pair)
+    for line in _read(path, iter(file)):
+        assert line.feedback is not None and file.format is not None
+        formats.add(_format_name(line, file.format))
+        if line.feedback.choice != TIE:
+            pairs.append(_pair(line.feedback, f"{path}:{line.number}"))
     if not pairs:
-        raise ValueError(f"{path}: no usable preference pairs (empty file, or only ties)")
+        raise ValueError(f"{path}: no usable preference pairs (only ties)")
     return Dataset(str(path), sha256_file(path), "+".join(sorted(formats)), pairs=tuple(pairs))
+
+
+def _prompt(row: dict[str, Any], where: str) -> str:
+    """A prompt row's prompt, or the prompt of a preference row as the import reads it."""
+    try:
+        for field in ("prompt", "input_text"):
+            if field in row:
+                return check_text(row[field], field, MAX_PROMPT_CHARS)
+        fmt = detect_format(row)
+        if fmt is None:
+            raise InvalidRequest(
+                "a prompt row needs a prompt or input_text field, or the fields of a "
+                f"preference row (Vertex or TRL); found {sorted(row)}"
+            )
+        return parse_record(fmt, row, use_case=_FILE_USE_CASE).prompt
+    except InvalidRequest as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def load_prompts(source: str | Path, settings: Settings | None = None) -> Dataset:
@@ -200,22 +210,27 @@ def load_prompts(source: str | Path, settings: Settings | None = None) -> Datase
         )
     path = _resolve(source)
     if path.suffix == ".txt":
-        prompts = [line.rstrip("\n") for _, line in _read_lines(path)]
+        prompts = list(_text_lines(path, _limits(settings)))
         return Dataset(str(path), sha256_file(path), "text", prompts=tuple(prompts))
     prompts = []
-    for number, row in _rows(path):
-        where = f"{path}:{number}"
-        if "prompt" in row:
-            prompts.append(_string(row, "prompt", where))
-        elif "input_text" in row:
-            prompts.append(_string(row, "input_text", where))
-        else:
-            pair, _ = parse_preference(row, where)
-            if pair is not None:
-                prompts.append(pair.prompt)
+    for line in _read(path, json_lines(path, _limits(settings))):
+        assert line.row is not None
+        prompts.append(_prompt(line.row, f"{path}:{line.number}"))
     if not prompts:
         raise ValueError(f"{path}: no prompts found")
     return Dataset(str(path), sha256_file(path), "prompts", prompts=tuple(prompts))
+
+
+def _text_lines(path: Path, limits: ImportLimits) -> Iterator[str]:
+    """The non-blank lines of a text file, gzip or plain, without their line ends."""
+    try:
+        for number, text in read_lines(path, limits):
+            if text is None:
+                raise ValueError(f"{path}:{number}: not UTF-8 text")
+            if text.strip():
+                yield text.rstrip("\r\n")
+    except (InvalidRequest, TooLarge) as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def split_holdout(items: Sequence[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:

@@ -17,24 +17,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from core.settings import Settings
-from training.batching import EncodedPair, encode_pairs, encode_prompts, pair_batch
+from training.batching import EncodedPair, batches, encode_pairs, encode_prompts, pair_batch
 from training.config import DPOConfig
 from training.data import load_preferences, split_holdout
 from training.distributed import check_in_sync, data_parallel
 from training.evaluate import pair_logprob_margins
+from training.lineage import build_lineage
 from training.policy import evaluate_policy, prepare_policy
 from training.progress import MetricsSink, Progress
-from training.reward import batches
-from training.run import (
-    RunContext,
-    RunResult,
-    build_lineage,
-    close_run,
-    current_alias,
-    finish_run,
-    frozen_source,
-    start_run,
-)
+from training.publish import finish_run
+from training.resolve import current_alias
+from training.run import RunContext, RunResult, close_run, frozen_source, start_run
 from training.shared_base import POLICY, SharedBase, load_shared_base, sequence_logprobs
 
 if TYPE_CHECKING:  # core.registry imports boto3: loaded on first use only, not at import

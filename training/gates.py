@@ -149,7 +149,7 @@ def human_win_metrics(store: Store, adapter: str, candidate: int, production: in
     }
 
 
-def promote_on_votes(registry: Any, store: Store, adapter: str, gates: Gates) -> Promotion:
+def promote_on_votes(registry: Registry, store: Store, adapter: str, gates: Gates) -> Promotion:
     """Move NAME@production to NAME@candidate if the human-vote gates pass.
 
     Gates not set in ``gates`` take the dashboard's defaults (20 votes, lower bound over 0.5).

@@ -19,7 +19,8 @@ from core.errors import InvalidAdapter
 from training.batching import Prompt
 from training.config import PolicyConfig
 from training.evaluate import policy_metrics
-from training.run import RunContext, find_parent, lora_spec, resolve_adapter
+from training.resolve import find_parent, resolve_adapter
+from training.run import RunContext, lora_spec
 from training.shared_base import PARENT, POLICY, REWARD, SharedBase, lora_config
 
 if TYPE_CHECKING:  # core.registry imports boto3: loaded on first use only, not at import

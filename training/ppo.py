@@ -24,10 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from core.settings import Settings
-from training.batching import Prompt, encode_prompts
+from training.batching import Prompt, batches, encode_prompts
 from training.config import PPOConfig
 from training.data import load_prompts, split_holdout
 from training.distributed import World, check_in_sync, data_parallel
+from training.lineage import build_lineage
 from training.policy import evaluate_policy, prepare_policy
 from training.ppo_math import (
     AdaptiveKLController,
@@ -40,18 +41,10 @@ from training.ppo_math import (
     value_loss,
 )
 from training.progress import MetricsSink, Progress
-from training.reward import batches
+from training.publish import finish_run
+from training.resolve import current_alias
 from training.rollout import Rollout, response_outputs, sample, score
-from training.run import (
-    RunContext,
-    RunResult,
-    build_lineage,
-    close_run,
-    current_alias,
-    finish_run,
-    frozen_source,
-    start_run,
-)
+from training.run import RunContext, RunResult, close_run, frozen_source, start_run
 from training.shared_base import POLICY, REWARD, SharedBase, load_shared_base
 
 if TYPE_CHECKING:  # core.registry imports boto3: loaded on first use only, not at import

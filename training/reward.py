@@ -10,7 +10,6 @@ Saved as a SEQ_CLS PEFT folder (LoRA + ``score``) that plain peft loads onto
 from __future__ import annotations
 
 import logging
-import random
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,23 +17,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from core.settings import Settings
-from training.batching import EncodedPair, encode_reward_pairs, pair_batch
+from training.batching import EncodedPair, batches, encode_reward_pairs, pair_batch
 from training.config import RewardConfig
 from training.data import load_preferences, split_holdout
 from training.distributed import check_in_sync, data_parallel
 from training.evaluate import pairwise_accuracy, reward_model_metrics
+from training.lineage import build_lineage
 from training.progress import MetricsSink, Progress
-from training.run import (
-    RunContext,
-    RunResult,
-    build_lineage,
-    close_run,
-    current_alias,
-    finish_run,
-    frozen_source,
-    lora_spec,
-    start_run,
-)
+from training.publish import finish_run
+from training.resolve import current_alias
+from training.run import RunContext, RunResult, close_run, frozen_source, lora_spec, start_run
 from training.shared_base import REWARD, SharedBase, load_shared_base, lora_config
 
 if TYPE_CHECKING:  # core.registry imports boto3: loaded on first use only, not at import
@@ -48,19 +40,6 @@ def bradley_terry_loss(
 ) -> Tensor:
     """Mean -log sigmoid(r_chosen - r_rejected - margin) over pairs. [N], [N] -> scalar."""
     return -F.logsigmoid(r_chosen - r_rejected - margin).mean()
-
-
-def batches(n_rows: int, batch_size: int, steps: int, seed: int):
-    """``steps`` batches of row indices: seeded reshuffled epochs, identical on every process."""
-    rng = random.Random(seed)
-    order: list[int] = []
-    for _ in range(steps):
-        while len(order) < batch_size:
-            epoch = list(range(n_rows))
-            rng.shuffle(epoch)
-            order += epoch
-        yield order[:batch_size]
-        order = order[batch_size:]
 
 
 def fit(

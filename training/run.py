@@ -1,19 +1,16 @@
-"""What every training run does around its algorithm: set up, then register and promote.
+"""A training run's context and result: what every run sets up around its algorithm.
 
-ctx = start_run(config)            seeds, processes, base model info, registry
-... fit / evaluate ...
-result = finish_run(ctx, ...)      save the adapter, publish it with metrics and lineage,
-                                   move NAME@candidate, maybe NAME@production
+ctx = start_run(config)            seeds, processes, device, base model info, registry (lazy)
+data = ...frozen_source(ctx, ...)  feedback:USE_CASE frozen into one snapshot for every process
+... fit / evaluate ...             (training/resolve.py: adapters and aliases it reads)
+result = finish_run(ctx, ...)      training/publish.py: save, publish with lineage, gates
+close_run(ctx)                     release held registry folders and the process group
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import random
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,18 +20,15 @@ import torch
 from core.base.checkpoint import resolve_device
 from core.base.folders import base_model_info
 from core.base.info import BaseModelInfo
-from core.errors import NotFound
 from core.settings import Settings
-from training.config import TrainConfig, config_dict, is_folder_ref
+from training.config import TrainConfig
 from training.distributed import World, close_world, init_world
-from training.gates import Promotion, promote
+from training.gates import Promotion
 from training.progress import MetricsSink, Progress
-from training.shared_base import LoraSpec, SharedBase
+from training.shared_base import LoraSpec
 
 if TYPE_CHECKING:  # core.registry imports boto3: loaded on first use only, not at import
     from core.registry import Manifest, Registry
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -104,6 +98,7 @@ def seed_everything(seed: int) -> None:
 
 
 def lora_spec(config: TrainConfig) -> LoraSpec:
+    """The shape of the run's new LoRA, from its config."""
     return LoraSpec(
         r=config.lora_rank,
         alpha=config.lora_alpha,
@@ -140,118 +135,3 @@ def frozen_source(ctx: RunContext, source: str) -> str:
     )
     assert frozen is not None  # the main process's value, on every process
     return frozen
-
-
-def resolve_adapter(ctx: RunContext, ref: str) -> tuple[Path, Manifest | None]:
-    """A local PEFT folder for ``ref``: a folder path as is, else a registry reference
-    fetched (and sha256-verified) into the local cache, held there until close_run.
-    Returns (folder, manifest or None)."""
-    if is_folder_ref(ref):
-        path = Path(ref).expanduser()
-        if not path.is_dir():
-            raise ValueError(f"adapter folder {ref} does not exist")
-        return path, None
-    manifest = ctx.registry.resolve(ref)
-    folder = ctx.held.enter_context(ctx.registry.checkout(manifest.adapter, manifest.version))
-    return folder, manifest
-
-
-def find_parent(ctx: RunContext, ref: str) -> tuple[Path, Manifest | None] | None:
-    """The previous version to compare with, or None when the adapter has none yet."""
-    try:
-        return resolve_adapter(ctx, ref)
-    except NotFound:
-        return None
-
-
-def current_alias(ctx: RunContext, adapter: str, alias: str) -> int | None:
-    """Where ``adapter@alias`` points now (None if nowhere, or when the run registers nothing)."""
-    if not ctx.config.register:
-        return None
-    try:
-        return ctx.registry.aliases(adapter).get(alias)
-    except NotFound:
-        return None
-
-
-def code_revision() -> dict[str, Any] | None:
-    """The git commit of this code and whether the tree had changes (None outside git)."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        )
-        if commit.returncode != 0:
-            return None
-        status = subprocess.run(
-            ["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
-
-
-def build_lineage(
-    ctx: RunContext, algorithm: str, data: dict[str, Any], **extra: Any
-) -> dict[str, Any]:
-    """What a version was made from: data (file hashes), config, base, code, parents."""
-    lineage = {
-        "algorithm": algorithm,
-        "data": data,
-        "config": config_dict(ctx.config),
-        "base_model_id": ctx.base_info.model_id,
-        "base_fingerprint": ctx.base_info.fingerprint,
-        "code_revision": code_revision(),
-        "job_id": ctx.config.job_id,
-        "world_size": ctx.world.size,
-        "torch": torch.__version__,
-    }
-    lineage.update(extra)
-    return lineage
-
-
-def finish_run(
-    ctx: RunContext,
-    shared: SharedBase,
-    adapter_slot: str,
-    metrics: dict[str, Any],
-    lineage: dict[str, Any],
-    *,
-    expected_production: int | None,
-    history: list[dict[str, Any]] | None = None,
-) -> RunResult:
-    """Main process only: save the adapter, publish it, apply the gates."""
-    config = ctx.config
-    result = RunResult(metrics=metrics, lineage=lineage, history=history or [])
-    with tempfile.TemporaryDirectory(prefix="loraloop-adapter-") as tmp:
-        folder = shared.save_adapter(adapter_slot, Path(tmp) / config.adapter)
-        if config.output_dir:
-            result.folder = Path(config.output_dir).expanduser()
-            result.folder.parent.mkdir(parents=True, exist_ok=True)
-            if result.folder.exists():
-                shutil.rmtree(result.folder)
-            shutil.copytree(folder, result.folder)
-        if config.register:
-            result.manifest = ctx.registry.publish(
-                folder,
-                config.adapter,
-                config.kind,
-                metrics=metrics,
-                lineage=lineage,
-                created_by=config.created_by,
-            )
-            result.promotion = promote(
-                ctx.registry,
-                config.adapter,
-                result.manifest.version,
-                config.gates,
-                metrics,
-                requested=config.promote,
-                expected_production=expected_production,
-            )
-    log.info("%s run of %s finished: %s", lineage["algorithm"], config.adapter, metrics)
-    return result

@@ -1,8 +1,9 @@
 """Bulk import of preference files: one file is one batch and one transaction.
 
-The file is streamed twice over bounded memory. First every line is parsed and validated:
-bad lines are reported with their line number and reason, good lines go to a spool (a
-temporary file: memory up to a few MB, then disk). Then the spool is inserted in bounded
+The file is streamed twice over bounded memory. First every line is parsed and validated
+(``preference_file``, the reader training uses too): bad lines are reported with their line
+number and reason, good lines go to a spool (a temporary file: memory up to a few MB, then
+disk). Then the spool is inserted in bounded
 chunks inside one transaction. A crash or an error mid-import leaves nothing of the batch in
 the store, and the write lock (SQLite) is held only while inserting, not while parsing.
 ``ImportLimits`` bound the line length and the decompressed size (TooLarge).
@@ -26,10 +27,11 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.errors import Conflict, InvalidRequest
+from core.errors import Conflict
 from core.store.db import Database
-from core.store.formats import FIELD_NAMES, ImportLimits, detect_format, parse_row, read_lines
+from core.store.formats import ImportLimits
 from core.store.models import FeedbackRow, utcnow
+from core.store.preference_file import PreferenceFile
 from core.store.records import FeedbackFormat, FeedbackSource, ImportReport, RejectedRow
 from core.store.validation import (
     MAX_IDEMPOTENCY_KEY_CHARS,
@@ -38,7 +40,6 @@ from core.store.validation import (
     check_text,
     check_use_case,
     parse_source,
-    validate_feedback,
 )
 
 MAX_REPORTED_REJECTIONS = 1000
@@ -71,11 +72,18 @@ def import_jsonl(
         check_text(labeler, "labeler", MAX_LABELER_CHARS)
     if idempotency_key is not None:
         check_text(idempotency_key, "idempotency_key", _KEY_PREFIX_CHARS)
-    if fmt is not None and fmt not in FIELD_NAMES:
-        raise InvalidRequest(f"format must be 'vertex' or 'trl', got {fmt!r}", param="format")
 
+    lines = PreferenceFile(
+        file,
+        use_case=use_case,
+        fmt=fmt,
+        labeler=labeler,
+        source=source,
+        idempotency_key=idempotency_key,
+        limits=limits,
+    )
     with tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES) as spool:
-        fmt, rejected = _parse(file, limits, spool, fmt, use_case, labeler, source, idempotency_key)
+        fmt, rejected = _parse(lines, spool)
         spool.seek(0)
         inserted, duplicates, conflicts = _insert(database, _spooled_chunks(spool))
     rejected.extend(conflicts)
@@ -111,51 +119,17 @@ class _Rejections:
         return list(self._kept)
 
 
-def _parse(
-    file: str | os.PathLike[str] | BinaryIO,
-    limits: ImportLimits,
-    spool: IO[bytes],
-    fmt: FeedbackFormat | None,
-    use_case: str,
-    labeler: str | None,
-    source: FeedbackSource | str,
-    idempotency_key: str | None,
-) -> tuple[FeedbackFormat, _Rejections]:
-    """Validate every line; write the valid ones to ``spool`` (one JSON line each)."""
+def _parse(lines: PreferenceFile, spool: IO[bytes]) -> tuple[FeedbackFormat, _Rejections]:
+    """Read every line; write the valid ones to ``spool`` (one JSON line each)."""
     rejected = _Rejections()
-    for number, text in read_lines(file, limits):
-        if text is None:
-            rejected.add(RejectedRow(number, "not UTF-8 text"))
-            continue
-        if not text.strip():
-            continue  # blank lines (a trailing newline, say) are not rows
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as exc:
-            rejected.add(RejectedRow(number, f"invalid JSON: {exc.msg} at column {exc.colno}"))
-            continue
-        if not isinstance(row, dict):
-            rejected.add(RejectedRow(number, "not a JSON object"))
-            continue
-        if fmt is None:
-            fmt = detect_format(row)
-            if fmt is None:
-                raise InvalidRequest(
-                    f"line {number}: cannot tell the format; expected Vertex fields (input_text, "
-                    "candidate_0, candidate_1, choice) or TRL fields (prompt, chosen, rejected)",
-                    param="format",
-                )
-        key = None if idempotency_key is None else f"{idempotency_key}:{number}"
-        try:
-            new = parse_row(
-                fmt, row, use_case=use_case, labeler=labeler, source=source, idempotency_key=key
-            )
-            spool.write(_to_spool(number, validate_feedback(new, names=FIELD_NAMES[fmt])))
-        except InvalidRequest as exc:
-            rejected.add(RejectedRow(number, str(exc)))
-    if fmt is None:
-        raise InvalidRequest("file: holds no JSON object lines", param="file")
-    return fmt, rejected
+    for line in lines:
+        if line.feedback is None:
+            assert line.rejection is not None
+            rejected.add(RejectedRow(line.number, line.rejection))
+        else:
+            spool.write(_to_spool(line.number, line.feedback))
+    assert lines.format is not None  # reading the file to its end found one, or raised
+    return lines.format, rejected
 
 
 def _to_spool(number: int, valid: ValidFeedback) -> bytes:

@@ -32,9 +32,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from core.base.info import LLAMA_PROJECTIONS as ALL_PROJECTIONS  # noqa: F401 (tests)
 from service.engine.weights import AdapterWeights
 
-ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _MODULE_NAME = re.compile(r"(?:.*\.)?layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)")
 BASE_SLOT = 0
 

@@ -7,6 +7,7 @@ import argparse
 import pytest
 import yaml
 
+from core.config_file import read_config_file
 from training.config import (
     DPOConfig,
     PPOConfig,
@@ -126,3 +127,14 @@ def test_invalid_values_say_how_to_fix_them(cls, values, message, tmp_path) -> N
 def test_malformed_gate_flag() -> None:
     with pytest.raises(ValueError, match="NAME=NUMBER"):
         parse(RewardConfig, ["--adapter", "a", "--data", "d", "--gate", "max_kl"])
+
+
+@pytest.mark.parametrize("name, text", [("run.ini", "x = 1\n"), ("run.yaml", "a: [1\n")])
+def test_a_config_file_is_read_as_the_settings_file_is(tmp_path, name: str, text: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError) as direct:
+        read_config_file(path)
+    with pytest.raises(ValueError) as training:
+        load_config(RewardConfig, path)
+    assert str(training.value) == str(direct.value)
