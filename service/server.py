@@ -18,6 +18,7 @@ A second signal ends the wait for requests in flight; a third exits without the 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import socket
 import sys
@@ -59,7 +60,9 @@ class GracefulServer(uvicorn.Server):
             self.should_exit = True  # starting up (nothing to drain), or asked twice
         else:
             drain.start()  # /readyz is 503 from the next request on
-            self._loop.call_soon_threadsafe(self._start_draining)
+            # A signal handler runs inside whatever was running, a request's task maybe: the
+            # shutdown starts in a context of its own, with no request id.
+            self._loop.call_soon_threadsafe(self._start_draining, context=contextvars.Context())
 
     def _start_draining(self) -> None:
         self._draining = asyncio.ensure_future(self._drain())
@@ -68,8 +71,8 @@ class GracefulServer(uvicorn.Server):
         services, drain = self.app.state.services, self.app.state.drain
         try:
             log.info(
-                "shutting down: %d requests in flight get up to %g s to finish",
-                drain.in_flight, self.timeout,
+                "shutting down: waiting up to %g s for %d requests in flight",
+                self.timeout, drain.in_flight,
             )
             services.begin_shutdown()  # the job worker hands its jobs back meanwhile
             if not await drain.wait_idle(self.timeout):

@@ -1,6 +1,7 @@
 """SIGTERM on a real `python -m service`: readiness turns false at once, new requests get 503
 with Retry-After, generations in flight finish (and are logged) within shutdown_timeout_seconds
-or are cut at that deadline with a 503 the client can act on, then the process exits 0."""
+or are cut at that deadline with a 503 the client can act on, the local job worker hands its
+running job back to the queue, then the process exits 0."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import time
 
 import httpx
 
-from core.store import Store
+from core.store import FeedbackCreate, JobState, Store
 from tests.service.http.test_errors import assert_error
 from tests.service.processes import running_service, service_env
+from tests.training.jobs.test_worker import TINY_DPO, _alive
+from training.synthetic import make_preference_rows
 
 LONG = 1500  # tokens: a generation that outlasts the checks made while it runs
 
@@ -113,3 +116,40 @@ def _wait_running(client: httpx.Client, count: int) -> None:
                 return
         time.sleep(0.05)
     raise AssertionError(f"{count} requests never ran at once")
+
+
+def test_sigterm_hands_the_running_job_back_to_the_queue(tmp_path, tiny_llama_dir):
+    env = service_env(
+        tmp_path, tiny_llama_dir, start_worker=True, worker_poll_seconds=0.2,
+        job_heartbeat_seconds=0.5, job_heartbeat_timeout_seconds=30, job_cancel_grace_seconds=5,
+    )
+    (tmp_path / "data").mkdir()
+    with Store.open(env["LORALOOP_DATABASE_URL"]) as store:
+        for row in make_preference_rows(16, seed=3):
+            store.feedback.add(FeedbackCreate(
+                "qa", 0, prompt=row["prompt"], candidates=(row["chosen"], row["rejected"])))
+    with running_service(env, tmp_path / "server.log") as server:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            created = client.post("/v1/jobs", json={
+                "kind": "dpo", "use_case": "qa", "params": {**TINY_DPO, "train_steps": 5000},
+                "max_attempts": 2,
+            })
+            assert created.status_code == 201, created.text
+            job_id = created.json()["id"]
+            deadline = time.monotonic() + 300
+            while (client.get(f"/v1/jobs/{job_id}").json()["progress"]["step"] or 0) < 1:
+                assert time.monotonic() < deadline, "the job never started training"
+                time.sleep(0.2)
+            run_job_pid = int(client.get(f"/v1/jobs/{job_id}").json()["worker"].rsplit(":", 1)[1])
+
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0
+
+    # Not left running: the attempt was given up by its own process and the job re-queued,
+    # to run again (attempt 2) under the next server.
+    with Store.open(env["LORALOOP_DATABASE_URL"]) as store:
+        job = store.jobs.get(job_id)
+        logs = [line.line for line in store.jobs.logs(job_id)]
+    assert (job.state, job.attempts) == (JobState.QUEUED, 1), (job.error, logs[-5:])
+    assert any("terminated by signal SIGTERM" in line and "re-queued" in line for line in logs), logs[-5:]
+    assert not _alive(run_job_pid)
