@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 # After the cut: time for the error events and 503s to reach their clients, and uvicorn's own
 # graceful timeout for whatever still runs (an adapter upload, say) before it is cancelled.
 CUT_SECONDS = 5
+# What the shutdown may take beyond shutdown_timeout_seconds: the cut (CUT_SECONDS), uvicorn's
+# timeout (CUT_SECONDS), then the lifespan's log flush and store close; the job worker's
+# hand-off runs meanwhile from the signal on. The Helm chart's grace period leaves this much.
+EXIT_MARGIN_SECONDS = 15
 CUT_REASON = "the server is shutting down and this generation outlasted shutdown_timeout_seconds"
 
 
