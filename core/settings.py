@@ -232,6 +232,14 @@ class Settings(BaseSettings):
         False, description="Allow binding a non-loopback address with no API keys configured."
     )
     request_timeout_seconds: float = Field(300.0, gt=0, description="Longest a generation may run.")
+    shutdown_timeout_seconds: float = Field(
+        30.0, ge=0, description="After SIGTERM, how long requests in flight may run on before "
+        "they are cut; new requests get 503 meanwhile (docs/operations.md, Graceful rollout).",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Server log lines as text or as one JSON object per line; each "
+        "names the request it belongs to (X-Request-ID).",
+    )
     max_upload_bytes: int = Field(4 << 30, ge=1, description="Largest adapter upload accepted.")
     # Feedback imports are streamed; these bound what one upload may cost (413 beyond).
     max_import_bytes: int = Field(

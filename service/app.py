@@ -17,6 +17,7 @@ from service.adapters.service import AdapterService
 from service.auth import Authenticator
 from service.completion_log import CompletionLogWriter
 from service.demo import ensure_demo_adapter
+from service.draining import Drain, DrainMiddleware
 from service.engine import Engine
 from service.errors import install_error_handlers
 from service.feedback.api_router import router as feedback_router
@@ -29,6 +30,7 @@ from service.labeling.service import LabelingService
 from service.metrics import ServiceMetrics
 from service.openai.api_router import router as openai_router
 from service.openai.service import OpenAIService
+from service.request_ids import RequestIdMiddleware
 from service.rewards.api_router import router as rewards_router
 from service.state import ServiceState
 from service.ui import pages
@@ -103,10 +105,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.state.drain = Drain()  # set by `python -m service` on SIGTERM (service/server.py)
+    app.add_middleware(DrainMiddleware, drain=app.state.drain)
     for router in (
         health_router, openai_router, adapters_router, rewards_router, feedback_router,
         jobs_router, labeling_router,
     ):
         app.include_router(router)
     pages.install(app)
+    # Added last, so outermost: every response carries X-Request-ID, refusals included.
+    app.add_middleware(RequestIdMiddleware)
     return app

@@ -25,6 +25,7 @@ from core.errors import (
     TooLarge,
     Unavailable,
 )
+from service.request_ids import REQUEST_ID_HEADER, current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -103,4 +104,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error", exc_info=error)
-        return internal_error_response()
+        response = internal_error_response()
+        request_id = current_request_id.get()
+        if request_id is not None:  # Starlette answers this one outside every middleware
+            response.headers[REQUEST_ID_HEADER] = request_id
+        return response

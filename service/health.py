@@ -1,4 +1,5 @@
-"""/healthz (the process answers), /readyz (the model is loaded and serving), /metrics."""
+"""/healthz (the process answers), /readyz (the model is loaded and serving, and the server is
+not draining), /metrics."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ async def healthz() -> dict:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """Readiness: the base model is loaded and the engine loop is running."""
+    """Readiness: the base model is loaded, the engine runs and the server is not draining."""
+    if request.app.state.drain.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
     services = getattr(request.app.state, "services", None)
     if services is None or not services.engine.alive:
         return JSONResponse({"status": "starting"}, status_code=503)

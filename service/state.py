@@ -46,6 +46,12 @@ class ServiceState:
     dashboard: DashboardService
     worker: WorkerSupervisor | None = None
 
+    def begin_shutdown(self) -> None:
+        """Start handing the job worker's jobs back now, while requests drain; ``close``
+        waits for it."""
+        if self.worker is not None:
+            self.worker.stop_soon()
+
     def close(self) -> None:
         """Stop in reverse dependency order: the job worker, no new generations, flush the log,
         close the store."""

@@ -33,6 +33,7 @@ class WorkerSupervisor:
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self._stop = threading.Event()
+        self._stopping = threading.Lock()
         self._thread = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
 
     def start(self) -> None:
@@ -66,17 +67,24 @@ class WorkerSupervisor:
             self._spawn()
             started = time.monotonic()
 
+    def stop_soon(self) -> None:
+        """``stop`` on a thread of its own: the caller goes on (a later ``stop`` waits)."""
+        threading.Thread(target=self.stop, name="worker-stop", daemon=True).start()
+
     def stop(self) -> None:
-        """SIGTERM, wait for the worker to stop its jobs, then SIGKILL."""
-        self._stop.set()
-        self._thread.join(timeout=5)
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=self.settings.job_cancel_grace_seconds + 10)
-        except subprocess.TimeoutExpired:
-            log.warning("job worker did not stop in time; killing it")
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        """SIGTERM, wait for the worker to stop its jobs, then SIGKILL. A second caller
+        waits for the first."""
+        with self._stopping:
+            self._stop.set()
+            self._thread.join(timeout=5)
+            proc = self.process
+            if proc is None or proc.poll() is not None:
+                return
+            log.info("stopping the job worker (pid %d); it hands its running jobs back", proc.pid)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=self.settings.job_cancel_grace_seconds + 10)
+            except subprocess.TimeoutExpired:
+                log.warning("job worker did not stop in time; killing it")
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

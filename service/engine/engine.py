@@ -540,8 +540,8 @@ class Engine:
             if not worked:
                 self._wakeup.wait(0.05 if self.scheduler.has_work() else 1.0)
 
-    def close(self) -> None:
-        """Stop the engine: waiting and running requests get EngineClosed."""
+    def close(self, reason: str = "the engine was closed") -> None:
+        """Stop the engine: waiting and running requests get EngineClosed(``reason``)."""
         if self._closing:
             return
         with self._reserve_lock:
@@ -549,7 +549,7 @@ class Engine:
         self._wakeup.set()
         self._thread.join(timeout=30)
         self.follower.stop()
-        error = EngineClosed("the engine was closed")
+        error = EngineClosed(reason)
         with self.scheduler._lock:
             waiting = list(self.scheduler.waiting)
         for request in waiting:

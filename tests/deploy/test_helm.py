@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from core.settings import KubernetesRunnerSettings, Settings
 from service.app import create_app
+from service.server import EXIT_MARGIN_SECONDS
 from training.jobs.kubernetes.manifests import build_job
 from training.jobs.runner import Launch
 
@@ -337,10 +338,29 @@ def test_graceful_rollout_comes_from_values(helm):
     spec = server["spec"]["template"]["spec"]
     assert spec["terminationGracePeriodSeconds"] == 150
     assert spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "15"]
+    assert container_env(docs)["LORALOOP_SHUTDOWN_TIMEOUT_SECONDS"] == "120"
     # No spare GPU for a surge pod: replace one replica at a time.
     assert server["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     (pdb,) = of_kind(docs, "PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"] == server["spec"]["selector"]["matchLabels"]
+
+
+def test_the_grace_period_covers_the_prestop_sleep_and_the_server_shutdown(helm, values_name, monkeypatch):
+    """Kubernetes counts the grace period from the preStop hook; the server then drains for
+    shutdown_timeout_seconds (as the pod's settings say) and needs its exit margin after."""
+    docs = manifests(helm, values_name)
+    for name in Settings.model_fields:
+        monkeypatch.delenv(f"LORALOOP_{name.upper()}", raising=False)
+    for name, value in container_env(docs).items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    (server,) = [d for d in of_kind(docs, "Deployment") if d["metadata"]["labels"]["app.kubernetes.io/component"] == "server"]
+    spec = server["spec"]["template"]["spec"]
+    sleep, seconds = spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert sleep == "sleep"
+    needed = int(seconds) + settings.shutdown_timeout_seconds + EXIT_MARGIN_SECONDS
+    assert spec["terminationGracePeriodSeconds"] >= needed
+    assert settings.shutdown_timeout_seconds > 0  # in-flight requests do get time to finish
 
 
 def test_the_worker_may_manage_jobs_in_its_namespace_only(helm):
@@ -377,6 +397,11 @@ def test_the_worker_may_manage_jobs_in_its_namespace_only(helm):
         (["--set", "replicaCount=2"], "registry_url"),
         (["--set", "replicaCount=2", "--set", "config.registry_url=s3://b/p"], "secrets.database"),
         (["--set", "config.port=9000"], "config.port is set by the chart"),
+        (["--set", "config.shutdown_timeout_seconds=5"], "use the value shutdownTimeoutSeconds"),
+        (["--set", "terminationGracePeriodSeconds=40"],
+         "terminationGracePeriodSeconds (40) must be at least preStopSleepSeconds (10) + "
+         "shutdownTimeoutSeconds (30) + 15 s"),
+        (["--set", "shutdownTimeoutSeconds=600"], "set it to 625 or more"),
     ],
 )
 def test_the_chart_refuses_values_that_cannot_work_and_says_what_to_set(helm, overrides, message):

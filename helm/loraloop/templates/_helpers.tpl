@@ -145,14 +145,18 @@ integers, so 4294967296 does not become "4.294967296e+09".
 {{/* Refuse values that cannot work, with what to change. */}}
 {{- define "loraloop.validate" -}}
 {{- $secrets := dict "api_keys" "secrets.apiKeys" "database_url" "secrets.database" "s3_access_key_id" "secrets.s3" "s3_secret_access_key" "secrets.s3" }}
-{{- $owned := list "host" "port" "data_dir" "cache_dir" }}
+{{- $owned := dict "host" "port" "port" "port" "data_dir" "data" "cache_dir" "adapterCache" "shutdown_timeout_seconds" "shutdownTimeoutSeconds" }}
 {{- range $name, $_ := merge (dict) .Values.config .Values.worker.config }}
 {{- with get $secrets $name }}
 {{- fail (printf "config.%s is a secret: put it in a Kubernetes Secret and name that Secret in %s.existingSecret" $name .) }}
 {{- end }}
-{{- if has $name $owned }}
-{{- fail (printf "config.%s is set by the chart: use port, data or adapterCache instead" $name) }}
+{{- with get $owned $name }}
+{{- fail (printf "config.%s is set by the chart: use the value %s instead" $name .) }}
 {{- end }}
+{{- end }}
+{{- $needed := add .Values.preStopSleepSeconds .Values.shutdownTimeoutSeconds 15 }}
+{{- if lt (int .Values.terminationGracePeriodSeconds) (int $needed) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be at least preStopSleepSeconds (%d) + shutdownTimeoutSeconds (%d) + 15 s for the cut, the job hand-off and the log flush: set it to %d or more, or lower shutdownTimeoutSeconds" (int .Values.terminationGracePeriodSeconds) (int .Values.preStopSleepSeconds) (int .Values.shutdownTimeoutSeconds) (int $needed)) }}
 {{- end }}
 {{- if and (not .Values.secrets.apiKeys.existingSecret) (not .Values.config.allow_open_access) }}
 {{- fail "secrets.apiKeys.existingSecret is empty: name a Secret holding LORALOOP_API_KEYS, or set config.allow_open_access: true to serve an open API" }}
