@@ -26,6 +26,7 @@ from service.jobs.api_router import router as jobs_router
 from service.jobs.serving import JobService
 from service.labeling.api_router import router as labeling_router
 from service.labeling.serving import LabelingService
+from service.limits import install_limits
 from service.metrics import ServiceMetrics
 from service.openai.api_router import router as openai_router
 from service.openai.serving import OpenAIServing
@@ -109,4 +110,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     pages.install(app)
+    install_limits(app, settings)
     return app
