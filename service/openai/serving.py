@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,8 @@ from service.openai.protocol import (
     new_id,
     now,
 )
+
+log = logging.getLogger(__name__)
 
 BASE_MODEL = "base"
 T = TypeVar("T")
@@ -308,6 +311,9 @@ class OpenAIServing:
             self.metrics.request_success.labels(name, event.finish_reason).inc()
             self.metrics.adapter_requests.labels(adapter, version or "-").inc()
             self.metrics.adapter_latency.labels(adapter).observe(seconds)
+        if self.engine.settings.log_prompts:  # opt-in: prompts and replies may be personal data
+            log.info("completion %s by %s: prompt %r, text %r",
+                     generation.ids[event.index], event.adapter or "base", generation.prompt, text)
         if self.completion_sink is not None:
             params = generation.params
             self.completion_sink(
