@@ -240,7 +240,13 @@ class Settings(BaseSettings):
         "text", description="Server log lines as text or as one JSON object per line; each "
         "names the request it belongs to (X-Request-ID).",
     )
-    max_upload_bytes: int = Field(4 << 30, ge=1, description="Largest adapter upload accepted.")
+    # Request bodies over their limit are refused with 413 as they arrive (service/body_limit.py).
+    max_body_bytes: int = Field(
+        4 << 20, ge=1, description="Largest request body, except the two uploads below.",
+    )
+    max_upload_bytes: int = Field(
+        4 << 30, ge=1, description="Largest adapter upload, as sent and once extracted."
+    )
     # Feedback imports are streamed; these bound what one upload may cost (413 beyond).
     max_import_bytes: int = Field(
         256 << 20, ge=1, description="Largest feedback import upload, as sent (gzip or plain)."
@@ -250,6 +256,16 @@ class Settings(BaseSettings):
     )
     max_import_line_bytes: int = Field(
         4 << 20, ge=1, description="Longest line of a feedback import (fits any row the store accepts)."
+    )
+    # Token bucket per API key (per client address with no keys); 429 with Retry-After beyond.
+    rate_limit_per_second: float = Field(
+        0.0, ge=0, description="Requests per second each API key may make on average; 0 is off.",
+    )
+    rate_limit_burst: int = Field(
+        60, ge=1, description="Requests a key may make at once before the average rate applies.",
+    )
+    log_prompts: bool = Field(
+        False, description="Log each completion's prompt and text at INFO (off: never logged).",
     )
     log_completions: bool = Field(True, description="Record every served completion in the store.")
     completion_log_queue: int = Field(

@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar
 from core.base.info import LLAMA_PROJECTIONS
 from core.errors import InvalidName
 from core.names import parse_ref, validate_name
+from core.text_limits import MAX_PROMPT_CHARS
 
 C = TypeVar("C", bound="TrainConfig")
 
@@ -160,6 +161,11 @@ class TrainConfig:
             raise _fail(
                 "target_modules",
                 f"use some of {', '.join(LLAMA_PROJECTIONS)}; got {unknown or 'none'}",
+            )
+        if len(self.instruction) > MAX_PROMPT_CHARS:  # it is part of every prompt
+            raise _fail(
+                "instruction",
+                f"{len(self.instruction)} characters is over the limit of {MAX_PROMPT_CHARS}",
             )
         if isinstance(self.gates, dict):
             self.gates = Gates(**self.gates)

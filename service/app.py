@@ -27,6 +27,7 @@ from service.jobs.api_router import router as jobs_router
 from service.jobs.service import JobService
 from service.labeling.api_router import router as labeling_router
 from service.labeling.service import LabelingService
+from service.limits import install_limits
 from service.metrics import ServiceMetrics
 from service.openai.api_router import router as openai_router
 from service.openai.service import OpenAIService
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     pages.install(app)
+    install_limits(app, settings)
     # Added last, so outermost: every response carries X-Request-ID, refusals included.
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -17,6 +17,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from core.settings import ApiKey, Scope, Settings
+from service.rate_limit import take_token
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +77,15 @@ class Authenticator:
 
 
 def require(scope: Scope | None):
-    """A dependency that authenticates the request for ``scope`` and yields the caller's name."""
+    """A dependency that authenticates the request for ``scope``, counts it against the caller's
+    rate limit, and yields the caller's name."""
 
     def dependency(request: Request) -> str:
         authenticator: Authenticator = request.app.state.authenticator
         client_host = request.client.host if request.client else None
-        return authenticator.caller(request.headers.get("authorization"), scope, client_host)
+        caller = authenticator.caller(request.headers.get("authorization"), scope, client_host)
+        take_token(request, caller, authenticator.open)
+        return caller
 
     return Depends(dependency)
 

@@ -82,7 +82,7 @@ def _validation_response(error: RequestValidationError) -> JSONResponse:
 
 
 _STATUS_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-                 405: "invalid_request_error", 413: "invalid_request_error"}
+                 405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -97,7 +97,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
         type_ = _STATUS_TYPES.get(error.status_code, "api_error")
-        response = error_response(error.status_code, str(error.detail), type_)
+        # Our own HTTPExceptions (body and rate limits) may name a param and a code.
+        response = error_response(
+            error.status_code, str(error.detail), type_,
+            getattr(error, "param", None), getattr(error, "code", None),
+        )
         response.headers.update(error.headers or {})
         return response
 

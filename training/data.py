@@ -41,7 +41,8 @@ from core.settings import Settings
 from core.store.formats import ImportLimits, detect_format, read_lines
 from core.store.preference_file import FileLine, PreferenceFile, json_lines, parse_record
 from core.store.records import TIE
-from core.store.validation import MAX_PROMPT_CHARS, ValidFeedback, check_text
+from core.store.validation import ValidFeedback, check_text
+from core.text_limits import MAX_PROMPT_CHARS
 
 T = TypeVar("T")
 

@@ -24,6 +24,8 @@ from core.registry.manifest import ADAPTER_FILES as ADAPTER_FILES  # re-exported
 from core.registry.manifest import CONFIG_FILE, WEIGHTS_FILE
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+# peft writes about a kilobyte; a larger file is not a config, and is not read into memory.
+MAX_CONFIG_BYTES = 1 << 20
 
 # base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight (causal LM and seq-cls alike)
 _LORA_KEY = re.compile(
@@ -69,6 +71,8 @@ def read_adapter_config(folder: Path) -> dict[str, Any]:
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise _refuse(folder, f"no {CONFIG_FILE}; save it with peft's save_pretrained")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise _refuse(folder, f"{CONFIG_FILE} is over {MAX_CONFIG_BYTES} bytes; peft writes ~1 KB")
     try:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

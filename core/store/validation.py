@@ -18,10 +18,8 @@ from typing import Any
 from core.errors import InvalidRequest
 from core.names import NAME_PATTERN
 from core.store.records import TIE, Choice, FeedbackCreate, FeedbackSource
+from core.text_limits import MAX_CANDIDATE_CHARS, MAX_PROMPT_CHARS
 
-MAX_CANDIDATE_CHARS = 32_768
-# Prompts may carry a whole document to summarise, hence a larger limit than replies.
-MAX_PROMPT_CHARS = 131_072
 MAX_LABELER_CHARS = 256
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 MAX_METADATA_BYTES = 65_536

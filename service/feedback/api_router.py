@@ -22,7 +22,6 @@ from service.feedback.protocol import (
     SnapshotPublic,
 )
 from service.feedback.service import snapshot_public
-from service.feedback.uploads import ImportUploadRoute
 from service.state import ServiceState, get_state
 
 router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
@@ -38,6 +37,9 @@ async def add_feedback(
     return await asyncio.to_thread(state.feedback.add, body, idempotency_key, caller)
 
 
+# The body is capped as it arrives (max_import_bytes, service/body_limit.py), before FastAPI
+# spools the file.
+@router.post("/import", response_model=ImportReportPublic)
 async def import_feedback(
     caller: FeedbackCaller,
     state: StateDep,
@@ -51,13 +53,6 @@ async def import_feedback(
     return await asyncio.to_thread(
         state.feedback.import_file, file.file, use_case, format, caller, source, idempotency_key
     )
-
-
-# The body is capped as it arrives (max_import_bytes), before FastAPI spools the file.
-router.add_api_route(
-    "/import", import_feedback, methods=["POST"], response_model=ImportReportPublic,
-    route_class_override=ImportUploadRoute,
-)
 
 
 @router.get("/export")

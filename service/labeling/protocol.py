@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.store.labeling import MAX_GUIDELINES_CHARS, MAX_OVERLAP
+from core.text_limits import MAX_PROMPT_CHARS
 
 
 class QueueCreate(BaseModel):
@@ -30,7 +31,9 @@ class QueueFill(BaseModel):
     a: str = Field(description="'base', 'name', 'name@alias' or 'name@N'.")
     b: str | None = None
     limit: int = Field(20, ge=1, le=500, description="log: most pairs to add.")
-    prompts: list[str] = Field(default_factory=list, max_length=100, description="generate: the prompts.")
+    prompts: list[Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]] = Field(
+        default_factory=list, max_length=100, description="generate: the prompts."
+    )
     max_tokens: int = Field(64, ge=1, le=2048, description="generate: longest completion.")
     temperature: float = Field(1.0, ge=0, le=2, description="generate: sampling temperature.")
 

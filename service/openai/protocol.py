@@ -14,6 +14,8 @@ from typing import Annotated, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.text_limits import MAX_PROMPT_CHARS
+
 FinishReason = Literal["stop", "length"]
 
 
@@ -117,6 +119,9 @@ class CompletionRequest(SamplingFields):
             )
         if any(not p for p in prompts):
             raise ValueError("prompts must not be empty")
+        longest = max((len(p) for p in prompts if isinstance(p, str)), default=0)
+        if longest > MAX_PROMPT_CHARS:
+            raise ValueError(f"a prompt of {longest} characters is over the limit of {MAX_PROMPT_CHARS}")
         if any(t < 0 for p in prompts if not isinstance(p, str) for t in p):
             raise ValueError("token ids must be >= 0")
         return prompts
@@ -139,6 +144,14 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=5)
     max_completion_tokens: int | None = Field(None, ge=1)
+
+    @field_validator("messages")
+    @classmethod
+    def _prompt_length(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        chars = sum(len(m.content) for m in messages)  # the messages are the prompt together
+        if chars > MAX_PROMPT_CHARS:
+            raise ValueError(f"the messages hold {chars} characters, over the limit of {MAX_PROMPT_CHARS}")
+        return messages
 
 
 class Usage(BaseModel):

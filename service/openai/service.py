@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,8 @@ from service.openai.protocol import (
     new_id,
     now,
 )
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -298,6 +301,9 @@ class OpenAIService:
             self.metrics.e2e_latency.labels(name).observe(seconds)
             self.metrics.request_success.labels(name, event.finish_reason).inc()
             self.metrics.request_served(event.version, seconds)
+        if self.engine.settings.log_prompts:  # opt-in: prompts and replies may be personal data
+            log.info("completion %s by %s: prompt %r, text %r", generation.ids[event.index],
+                     model_name(event.version), generation.prompt, text)
         if self.completion_sink is not None:
             params = generation.params
             self.completion_sink(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from core.text_limits import MAX_CANDIDATE_CHARS, MAX_PROMPT_CHARS
 
 MAX_COMPLETIONS = 64
 
@@ -13,8 +15,10 @@ class RewardRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="A reward adapter: 'name', 'name@alias' or 'name@N'.")
-    prompt: str = Field(min_length=1)
-    completions: list[str] = Field(min_length=1, max_length=MAX_COMPLETIONS)
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    completions: list[Annotated[str, Field(max_length=MAX_CANDIDATE_CHARS)]] = Field(
+        min_length=1, max_length=MAX_COMPLETIONS
+    )
 
 
 class RewardScore(BaseModel):

@@ -22,7 +22,7 @@ from core.settings import Scope
 from service.auth import Authenticator
 from service.labeling.protocol import QueueCreate, QueueFill
 from service.state import ServiceState, get_state
-from service.ui.sessions import COOKIE, LabelerCaller, SignInRequired
+from service.ui.sessions import COOKIE, LabelerCaller, PageAdminCaller, SignInRequired
 from service.ui.svg import interval_bar, sparkline
 
 HERE = Path(__file__).parent
@@ -108,18 +108,12 @@ async def label_index(request: Request, caller: LabelerCaller, state: StateDep) 
     return page(request, "label_index.html", caller, queues=queues, error=request.query_params.get("error"))
 
 
-def _admin(request: Request, caller: str) -> None:
-    if not may(request, caller, "admin"):
-        raise HTTPException(403, f"API key {caller!r} lacks the 'admin' scope")
-
-
 @router.post("/label/queues")
 async def create_queue(
-    request: Request, caller: LabelerCaller, state: StateDep, use_case: Annotated[str, Form()],
+    caller: PageAdminCaller, state: StateDep, use_case: Annotated[str, Form()],
     name: Annotated[str, Form()] = "", guidelines: Annotated[str, Form()] = "",
     overlap: Annotated[int, Form()] = 1,
 ) -> Response:
-    _admin(request, caller)
     try:
         body = QueueCreate(use_case=use_case, name=name, guidelines=guidelines, overlap=overlap)
         await asyncio.to_thread(state.labeling.create_queue, body, caller)
@@ -130,11 +124,10 @@ async def create_queue(
 
 @router.post("/label/{queue_id}/pairs")
 async def fill_queue(
-    request: Request, queue_id: str, caller: LabelerCaller, state: StateDep,
+    queue_id: str, caller: PageAdminCaller, state: StateDep,
     source: Annotated[str, Form()], a: Annotated[str, Form()], b: Annotated[str, Form()] = "",
     prompts: Annotated[str, Form()] = "", limit: Annotated[int, Form()] = 20,
 ) -> Response:
-    _admin(request, caller)
     try:
         body = QueueFill(
             source=source, a=a.strip(), b=b.strip() or None, limit=limit,

@@ -22,6 +22,7 @@ from fastapi.responses import Response
 
 from core.settings import Scope, Settings
 from service.auth import Authenticator
+from service.rate_limit import take_token
 
 COOKIE = "loraloop_session"
 
@@ -53,7 +54,8 @@ class Sessions:
             payload = base64.urlsafe_b64decode(encoded.encode())
         except ValueError:
             return None
-        if not hmac.compare_digest(self._sign(payload), signature):
+        # As bytes: compare_digest refuses str with non-ASCII characters (a forged cookie's).
+        if not hmac.compare_digest(self._sign(payload).encode(), signature.encode()):
             return None
         data = json.loads(payload)
         return data["n"] if data.get("e", 0) > time.time() else None
@@ -76,17 +78,21 @@ def page_caller(scope: Scope):
     def dependency(request: Request) -> str:
         authenticator: Authenticator = request.app.state.authenticator
         if authenticator.open:  # no keys configured: loopback only, no sign-in
-            return authenticator.caller(None, scope, request.client.host if request.client else None)
+            caller = authenticator.caller(None, scope, request.client.host if request.client else None)
+            take_token(request, caller, open_access=True)
+            return caller
         sessions: Sessions = request.app.state.services.sessions
         name = sessions.name(request.cookies.get(COOKIE))
         if name is None:
             raise SignInRequired(request.url.path)
         try:
-            return authenticator.named(name, scope)
+            caller = authenticator.named(name, scope)
         except HTTPException as error:
             if error.status_code == 401:
                 raise SignInRequired(request.url.path) from None
             raise
+        take_token(request, caller, open_access=False)
+        return caller
 
     return Depends(dependency)
 

@@ -67,6 +67,21 @@ def test_missing_or_broken_files_are_refused(registry: Registry, adapter_dir, tm
         registry.publish(tmp_path / "missing", "summarize")
 
 
+def test_size_bombs_in_the_files_are_refused_unread(registry: Registry, adapter_dir, tmp_path):
+    bomb = tmp_path / "bomb"
+    shutil.copytree(adapter_dir, bomb)
+    config = json.loads((bomb / "adapter_config.json").read_text())
+    (bomb / "adapter_config.json").write_text(json.dumps(config) + " " * (2 << 20))
+    with pytest.raises(InvalidAdapter, match="adapter_config.json is over 1048576 bytes"):
+        registry.publish(bomb, "summarize")
+    (bomb / "adapter_config.json").write_text(json.dumps(config))
+    # A safetensors header that claims 2**60 bytes: refused, never allocated.
+    (bomb / "adapter_model.safetensors").write_bytes((1 << 60).to_bytes(8, "little") + b"{}")
+    with pytest.raises(InvalidAdapter, match="not a readable safetensors"):
+        registry.publish(bomb, "summarize")
+    assert registry.list_adapters() == []
+
+
 def test_unsupported_lora_variants_are_refused(registry: Registry, adapter_dir):
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     (adapter_dir / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))

@@ -12,7 +12,7 @@ from core.errors import Conflict, InvalidRequest, NotFound
 from core.names import AdapterVersion
 from core.store import Completion, FeedbackCreate, FeedbackSource, Store
 from core.store.models import FeedbackRow
-from core.store.validation import MAX_CANDIDATE_CHARS
+from core.text_limits import MAX_CANDIDATE_CHARS
 
 
 def count_feedback(store: Store) -> int:

@@ -16,7 +16,8 @@ from core.errors import InvalidRequest, TooLarge
 from core.store import ImportLimits, Store, importer
 from core.store import feedback as feedback_module
 from core.store.models import FeedbackRow
-from core.store.validation import MAX_CANDIDATE_CHARS, ValidFeedback
+from core.store.validation import ValidFeedback
+from core.text_limits import MAX_CANDIDATE_CHARS
 
 
 def count_feedback(store: Store, use_case: str) -> int:
