@@ -21,11 +21,11 @@ from tests.adapters import make_adapter
 from tests.service.http.conftest import free_port
 from tests.service_process import rss_bytes, server_env, server_process
 
-WAVES, CLIENTS, CALLS_PER_CLIENT = 4, 24, 5
+WAVES, CLIENTS, CALLS_PER_CLIENT = 4, 16, 4
 ADAPTERS = ("alpha", "beta", "gamma", "delta")
-WAVE_DEADLINE_SECONDS = 120
-# Growth of resident memory allowed after the warm-up wave: allocator noise, not a leak (a
-# leak of even one prompt's text per call would pass it only if tiny; see the printed series).
+WAVE_DEADLINE_SECONDS = 300  # only a hang waits this long
+# Growth of resident memory allowed after the warm-up wave (which loads the adapters and grows
+# the KV cache): allocator noise, far below what keeping each call's state would cost.
 MAX_GROWTH_BYTES = 24 << 20
 MIB = 1 << 20
 
@@ -34,7 +34,7 @@ MIB = 1 << 20
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path):
     data = tmp_path_factory.mktemp("load") / "data"
     settings = dict(base_model_id="tiny-llama", alias_poll_seconds=0, start_worker=False,
-                    max_batch_size=4, max_queue=8)
+                    max_batch_size=4, max_queue=4)
     registry_settings = Settings(data_dir=data, base_model=str(tiny_llama_dir), device="cpu", **settings)
     registry = open_registry(registry_settings, base_model_info(registry_settings))
     for seed, name in enumerate(ADAPTERS):
@@ -97,7 +97,10 @@ async def wave(url: str, tally: Tally) -> None:
         for n in range(CALLS_PER_CLIENT):
             await call(http, tally, index, n)
 
-    limits = httpx.Limits(max_connections=CLIENTS)
+    # A connection per call: a pooled connection idle past uvicorn's keep-alive (5 s, easily
+    # reached on a busy CI machine) can be closed just as the next call is sent on it, a race
+    # of HTTP/1.1 clients that is no fault of the server.
+    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
         async with asyncio.timeout(WAVE_DEADLINE_SECONDS):
             await asyncio.gather(*(client(http, i) for i in range(CLIENTS)))
