@@ -45,6 +45,12 @@ class RegistryUnavailable(LoraloopError):
     """The registry backend cannot be reached (HTTP 503)."""
 
 
+class StoreUnavailable(LoraloopError):
+    """The store's database cannot be reached, or dropped the connection mid-transaction (it
+    restarts, an administrator ended the session): nothing of that transaction was kept
+    unless it had committed; retry, with the same Idempotency-Key (HTTP 503)."""
+
+
 class TooLarge(LoraloopError):
     """A request over a configured size limit; the message names the limit (HTTP 413)."""
 

@@ -21,6 +21,7 @@ from core.errors import (
     NotFound,
     Overloaded,
     RegistryUnavailable,
+    StoreUnavailable,
     TimedOut,
     TooLarge,
     Unavailable,
@@ -39,6 +40,7 @@ _MAPPING: list[tuple[type[LoraloopError], int, str, str]] = [
     (Overloaded, 429, "rate_limit_error", "overloaded"),
     (IntegrityError, 502, "api_error", "integrity_error"),
     (RegistryUnavailable, 503, "api_error", "registry_unavailable"),
+    (StoreUnavailable, 503, "api_error", "store_unavailable"),
     (Unavailable, 503, "api_error", "unavailable"),
     (TimedOut, 504, "timeout_error", "timeout"),
 ]

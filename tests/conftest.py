@@ -12,7 +12,7 @@ from core.base.info import BaseModelInfo
 from core.base.smollm2 import convert_smollm2
 from core.base.tiny_llama import build_tiny_llama
 from core.settings import Settings
-from tests.databases import *  # noqa: F403 (database_url, postgres_admin)
+from tests.databases import *  # noqa: F403 (database_url, postgres_admin, private_postgres)
 from tests.s3_fixtures import *  # noqa: F403 (seaweedfs, moto_s3, s3_bucket, moto_bucket)
 from tests.shared_data import hh_rlhf  # noqa: F401 (a fixture)
 

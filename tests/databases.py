@@ -1,6 +1,7 @@
 """Database fixtures for any test: ``database_url`` is an empty SQLite file or a fresh
 PostgreSQL schema (database ``test`` at 127.0.0.1:5432, dropped afterwards). PostgreSQL being
-down is a failure, not a skip: loraloop must work on both."""
+down is a failure, not a skip: loraloop must work on both. ``private_postgres`` is a cluster of
+the test's own (tests/postgres_cluster.py), for tests that restart or cut off the database."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-__all__ = ["POSTGRES_URL", "database_url", "postgres_admin", "with_search_path"]
+from tests.postgres_cluster import PostgresCluster, start_postgres
+
+__all__ = ["POSTGRES_URL", "database_url", "postgres_admin", "private_postgres", "with_search_path"]
 
 # Tests may read the environment (the app may not): CI can point at another server.
 POSTGRES_URL = os.environ.get(
@@ -61,3 +64,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster of this test's own, which it may restart or cut off."""
+    cluster = start_postgres()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -4,7 +4,8 @@ Both listen on 127.0.0.1 only, on free ports, and are reached over HTTP with bot
 path-style), exactly as the registry reaches AWS:
 
     start_seaweedfs(tmp_dir) -> SeaweedFSServer   one process (and process group); checks
-                                                  signatures; persists under tmp_dir
+                                                  signatures; persists under tmp_dir; can be
+                                                  paused, resumed, stopped and restarted
     start_moto()             -> MotoServer        moto's WSGI app on a thread of this process,
                                                   wrapped by FaultInjector: server.fail(...)
 
@@ -14,6 +15,7 @@ buckets, and is stopped with stop().
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -91,6 +93,8 @@ class SeaweedFSServer(S3Server):
     log_path: Path | None = None
     grpc_ports: dict[str, int] = field(default_factory=dict)  # server kind -> its gRPC port
     startup_seconds: float = 0.0
+    args: list[str] = field(default_factory=list)  # the command line, for restart()
+    env: dict[str, str] = field(default_factory=dict)
 
     def log_tail(self, lines: int = 40) -> str:
         return _tail(self.log_path, lines) if self.log_path else ""
@@ -107,11 +111,33 @@ class SeaweedFSServer(S3Server):
     def stop(self) -> None:
         """SIGTERM the process group, SIGKILL it if still alive after STOP_TIMEOUT_SECONDS."""
         if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGCONT)  # a paused process cannot stop
             _stop_group(self.process)
         # weed puts a gRPC unix socket per server at the hard-coded path
         # /tmp/seaweedfs-<server>-grpc-<port>.sock and leaves some behind; these ports were ours.
         for kind, port in self.grpc_ports.items():
             Path(f"/tmp/seaweedfs-{kind}-grpc-{port}.sock").unlink(missing_ok=True)
+
+    def pause(self) -> None:
+        """SIGSTOP the process group: connections are still accepted (by the kernel), nothing
+        answers (a hung server, not a dead one)."""
+        assert self.process is not None and self.process.poll() is None
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGCONT)
+
+    def restart(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        """Stop it, then start it again on the same ports, data and keys (an outage that ends)."""
+        self.stop()
+        assert self.data_dir is not None and self.log_path is not None
+        root = self.data_dir.parent
+        for leftover in ("filer.sock", "s3.sock"):
+            (root / leftover).unlink(missing_ok=True)
+        self.process = _spawn(self.args, root, self.env, self.log_path)
+        _wait_until_ready(self, timeout)
 
 
 def weed_binary() -> str:
@@ -196,16 +222,7 @@ def _launch_seaweedfs(root: Path) -> SeaweedFSServer:
     # weed also reads AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY as an identity: keep them out.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_", "WEED_"))}
     log_path = root / "weed.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            args,
-            cwd=root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, killed as a whole at stop()
-        )
+    process = _spawn(args, root, env, log_path)
     return SeaweedFSServer(
         endpoint_url=f"http://127.0.0.1:{s3}",
         access_key=access_key,
@@ -220,7 +237,22 @@ def _launch_seaweedfs(root: Path) -> SeaweedFSServer:
             "s3": s3_grpc,
             "admin": admin + ADMIN_GRPC_OFFSET,
         },
+        args=args,
+        env=env,
     )
+
+
+def _spawn(args: list[str], root: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            args,
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, killed as a whole at stop()
+        )
 
 
 class _ExitedEarly(RuntimeError):

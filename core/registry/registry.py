@@ -213,14 +213,18 @@ class Registry:
 
     # --- local cache ---
 
-    def fetch(self, adapter: str, version: int) -> Path:
+    def fetch(self, adapter: str, version: int, manifest: Manifest | None = None) -> Path:
         """A local folder with the version's files, sha256-verified on download.
 
         Cached under cache_dir/<adapter>/<version>; filled in a temporary folder and renamed,
         so readers never see a partial copy and concurrent fetchers agree. The folder may be
-        evicted once nothing holds it: read it inside ``checkout`` instead.
+        evicted once nothing holds it: read it inside ``checkout`` instead. A caller that
+        already holds the version's ``manifest`` (versions are immutable) passes it: a cached
+        version is then read without reaching the registry, which may be down.
         """
-        manifest = self.manifest(adapter, version)
+        if manifest is None:
+            manifest = self.manifest(adapter, version)
+        assert (manifest.adapter, manifest.version) == (adapter, version), manifest.ref
         if manifest.base_fingerprint != self.base.fingerprint:
             raise InvalidAdapter(
                 f"{manifest.ref} was made for base {manifest.base_model_id!r}, "
@@ -232,11 +236,13 @@ class Registry:
         return self.cache.ensure(adapter, version, marker, lambda tmp: self._download(manifest, tmp))
 
     @contextlib.contextmanager
-    def checkout(self, adapter: str, version: int) -> Iterator[Path]:
+    def checkout(
+        self, adapter: str, version: int, manifest: Manifest | None = None
+    ) -> Iterator[Path]:
         """``with registry.checkout(name, N) as folder:`` the fetched folder, which no thread
-        or process evicts from the cache until the block ends."""
+        or process evicts from the cache until the block ends (``manifest``: see ``fetch``)."""
         while True:
-            folder = self.fetch(adapter, version)
+            folder = self.fetch(adapter, version, manifest)
             with self.cache.hold(adapter, version) as present:
                 if present:  # else evicted between fetch and hold: fetch again
                     yield folder

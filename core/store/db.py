@@ -23,8 +23,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.sql.dml import Insert
+
+from core.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +55,13 @@ class Database(ABC):
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A session for reads only; rolled back at the end."""
-        with self._read_sessions() as session:
+        with _unavailable_as_domain_error(self.url), self._read_sessions() as session:
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A session in one write transaction: committed on success, rolled back on error."""
-        with self._write_sessions.begin() as session:
+        with _unavailable_as_domain_error(self.url), self._write_sessions.begin() as session:
             yield session
 
     @contextmanager
@@ -78,6 +81,22 @@ class Database(ABC):
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def _unavailable_as_domain_error(url: str) -> Iterator[None]:
+    """A lost or refused connection becomes StoreUnavailable (503, retry), not an internal
+    error. The pool's pre-ping replaces connections that died while idle; this covers the
+    ones that die in use, and a database that is down. Only the driver's first line is kept:
+    the full error quotes the statement's parameters (prompts, texts)."""
+    try:
+        yield
+    except DBAPIError as e:
+        if not (isinstance(e, OperationalError | InterfaceError) or e.connection_invalidated):
+            raise
+        lines = str(e.orig).strip().splitlines()
+        reason = lines[0] if lines else type(e.orig).__name__
+        raise StoreUnavailable(f"the store's database {url} is unavailable: {reason}") from e
 
 
 class SQLiteDatabase(Database):

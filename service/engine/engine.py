@@ -480,7 +480,9 @@ class Engine:
         """Fetch (disk cache, else registry; sha256-checked) and read one version (I/O pool).
         Only reached through ``_acquire`` or ``_warm``, which have checked the manifest."""
         manifest = self.follower.manifest(key)
-        with self.registry.checkout(key.adapter, key.version) as folder:  # not evicted meanwhile
+        # Not evicted meanwhile; with the manifest given, a version in the disk cache loads
+        # while the registry is unreachable.
+        with self.registry.checkout(key.adapter, key.version, manifest) as folder:
             weights = read_adapter(
                 folder,
                 self.base_info,

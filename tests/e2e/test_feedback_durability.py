@@ -3,45 +3,17 @@ twice: clients retry unacknowledged posts with the same Idempotency-Key after a 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 
 from core.store import Store
 from tests.service.http.conftest import free_port
+from tests.service_process import server_env, server_process
 
 CLIENTS = 8
-
-
-@contextmanager
-def server_process(env: dict[str, str], port: int) -> Iterator[subprocess.Popen]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "--port", str(port), "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, process.stderr.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.1)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
 
 
 def body(key: str) -> dict:
@@ -49,9 +21,7 @@ def body(key: str) -> dict:
 
 
 def test_sigkill_loses_no_acknowledged_feedback_and_duplicates_none(tmp_path, tiny_llama_dir, database_url):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LORALOOP_")}
-    env |= {"LORALOOP_DATA_DIR": str(tmp_path), "LORALOOP_BASE_MODEL": str(tiny_llama_dir),
-            "LORALOOP_DATABASE_URL": database_url, "LORALOOP_DEVICE": "cpu"}
+    env = server_env(tmp_path, tiny_llama_dir, database_url=database_url, demo_adapter=True)
     port = free_port()
     acked: set[str] = set()
     attempted: list[str] = []
