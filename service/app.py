@@ -29,6 +29,7 @@ from service.labeling.serving import LabelingService
 from service.metrics import ServiceMetrics
 from service.openai.api_router import router as openai_router
 from service.openai.serving import OpenAIServing
+from service.openapi import install_openapi
 from service.rewards.api_router import router as rewards_router
 from service.state import ServiceState
 from service.ui import pages
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_openapi(app)
     for router in (
         health_router, openai_router, adapters_router, rewards_router, feedback_router,
         jobs_router, labeling_router,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 router = APIRouter(tags=["health"])
@@ -15,7 +15,10 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "Not ready: starting, or draining.", "content": {"application/json": {}}}},
+)
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: the base model is loaded and the engine loop is running."""
     services = getattr(request.app.state, "services", None)
@@ -24,7 +27,7 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "model": services.base_info.model_id})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics (vLLM-compatible names plus per-adapter series)."""
     services = request.app.state.services

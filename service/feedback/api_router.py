@@ -20,9 +20,12 @@ from service.feedback.protocol import (
     SnapshotCreate,
     SnapshotList,
     SnapshotPublic,
+    TrlExportRow,
+    VertexExportRow,
 )
 from service.feedback.serving import snapshot_public
 from service.feedback.uploads import ImportUploadRoute
+from service.openapi import errors, json_lines
 from service.state import ServiceState, get_state
 
 router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
@@ -30,7 +33,7 @@ StateDep = Annotated[ServiceState, Depends(get_state)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 
-@router.post("", response_model=FeedbackPublic, status_code=201)
+@router.post("", response_model=FeedbackPublic, status_code=201, responses=errors(404, 409))
 async def add_feedback(
     body: FeedbackCreateRequest, caller: FeedbackCaller, state: StateDep, idempotency_key: IdempotencyKey = None
 ) -> FeedbackPublic:
@@ -55,12 +58,12 @@ async def import_feedback(
 
 # The body is capped as it arrives (max_import_bytes), before FastAPI spools the file.
 router.add_api_route(
-    "/import", import_feedback, methods=["POST"], response_model=ImportReportPublic,
+    "/import", import_feedback, methods=["POST"], response_model=ImportReportPublic, responses=errors(409),
     route_class_override=ImportUploadRoute,
 )
 
 
-@router.get("/export")
+@router.get("/export", response_class=StreamingResponse, responses=json_lines(VertexExportRow, TrlExportRow))
 async def export_feedback(
     _: FeedbackCaller,
     state: StateDep,
