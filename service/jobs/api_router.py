@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -120,7 +121,7 @@ async def _follow(
             yield f"id: {line.seq}\ndata: {line.model_dump_json()}\n\n"
         after = more.last_seq
         if job.state.finished and not more.data:
-            yield f"event: end\ndata: {JobLogEnd(state=job.state.value).model_dump_json()}\n\n"
+            yield f"event: end\ndata: {json.dumps(JobLogEnd(state=job.state.value).model_dump())}\n\n"
             return
         if not more.data:
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
