@@ -31,6 +31,7 @@ from service.limits import install_limits
 from service.metrics import ServiceMetrics
 from service.openai.api_router import router as openai_router
 from service.openai.service import OpenAIService
+from service.openapi import install_openapi
 from service.request_ids import RequestIdMiddleware
 from service.rewards.api_router import router as rewards_router
 from service.state import ServiceState
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_openapi(app)
     app.state.drain = Drain()  # set by `python -m service` on SIGTERM (service/server.py)
     app.add_middleware(DrainMiddleware, drain=app.state.drain)
     for router in (

@@ -14,7 +14,8 @@ import ipaddress
 import logging
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from core.settings import ApiKey, Scope, Settings
 from service.rate_limit import take_token
@@ -22,6 +23,10 @@ from service.rate_limit import take_token
 log = logging.getLogger(__name__)
 
 OPEN_CALLER = "anonymous"
+# Declares the bearer scheme on every operation that needs a key, in the OpenAPI document. It
+# checks nothing (auto_error=False): the Authenticator does, and lets keyless loopback callers in.
+BEARER = HTTPBearer(scheme_name="bearer", description="An API key.", auto_error=False)
+BearerDeclared = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 
 
 class Authenticator:
@@ -80,7 +85,7 @@ def require(scope: Scope | None):
     """A dependency that authenticates the request for ``scope``, counts it against the caller's
     rate limit, and yields the caller's name."""
 
-    def dependency(request: Request) -> str:
+    def dependency(request: Request, _: BearerDeclared) -> str:
         authenticator: Authenticator = request.app.state.authenticator
         client_host = request.client.host if request.client else None
         caller = authenticator.caller(request.headers.get("authorization"), scope, client_host)

@@ -83,8 +83,9 @@ def _validation_response(error: RequestValidationError) -> JSONResponse:
     return error_response(400, message, "invalid_request_error", param, "invalid_value")
 
 
-_STATUS_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-                 405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+_STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                 403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
+                 413: "invalid_request_error", 429: "rate_limit_error"}
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -4,7 +4,7 @@ not draining), /metrics."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 router = APIRouter(tags=["health"])
@@ -16,7 +16,10 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "Not ready: starting, or draining.", "content": {"application/json": {}}}},
+)
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: the base model is loaded, the engine runs and the server is not draining."""
     if request.app.state.drain.draining:
@@ -27,7 +30,7 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "model": services.base_info.model_id})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics (vLLM-compatible names plus per-adapter series)."""
     services = request.app.state.services

@@ -20,6 +20,7 @@ from service.adapters.protocol import (
 )
 from service.adapters.service import residency_public, version_public
 from service.auth import AdminCaller, InferCaller
+from service.openapi import errors
 from service.state import ServiceState, get_state
 
 router = APIRouter(prefix="/v1/adapters", tags=["adapters"])
@@ -38,7 +39,7 @@ async def get_adapter(name: str, _: InferCaller, state: StateDep) -> AdapterPubl
     return await asyncio.to_thread(state.adapters.describe, name)
 
 
-@router.post("/{name}/versions", response_model=VersionPublic, status_code=201)
+@router.post("/{name}/versions", response_model=VersionPublic, status_code=201, responses=errors(409, 422))
 async def publish_version(
     name: str,
     caller: AdminCaller,
@@ -54,31 +55,31 @@ async def publish_version(
     return version_public(manifest)
 
 
-@router.put("/{name}/aliases/{alias}", response_model=AliasPublic)
+@router.put("/{name}/aliases/{alias}", response_model=AliasPublic, responses=errors(409))
 async def set_alias(name: str, alias: str, update: AliasUpdate, _: AdminCaller, state: StateDep) -> AliasPublic:
     """Point an alias at a version (compare-and-swap with ``expected``); the engine follows."""
     return await state.adapters.set_alias(name, alias, update)
 
 
-@router.delete("/{name}/aliases/{alias}", response_model=AliasPublic)
+@router.delete("/{name}/aliases/{alias}", response_model=AliasPublic, responses=errors(409))
 async def delete_alias(name: str, alias: str, _: AdminCaller, state: StateDep) -> AliasPublic:
     """Remove an alias."""
     return await state.adapters.delete_alias(name, alias)
 
 
-@router.post("/{ref}/load", response_model=ResidencyPublic)
+@router.post("/{ref}/load", response_model=ResidencyPublic, responses=errors(409, 422, 502))
 async def load_adapter(ref: str, _: AdminCaller, state: StateDep) -> ResidencyPublic:
     """Load ``name@version|alias`` into host memory and a LoRA slot ahead of traffic."""
     return residency_public(await state.engine.load(parse_ref(ref, param="ref")))
 
 
-@router.post("/{ref}/pin", response_model=ResidencyPublic)
+@router.post("/{ref}/pin", response_model=ResidencyPublic, responses=errors(409, 422, 502))
 async def pin_adapter(ref: str, body: PinRequest, _: AdminCaller, state: StateDep) -> ResidencyPublic:
     """Pin (never evict) or unpin an adapter version."""
     return residency_public(await state.engine.pin(parse_ref(ref, param="ref"), body.pinned))
 
 
-@router.post("/{ref}/unload", status_code=204)
+@router.post("/{ref}/unload", status_code=204, responses=errors(409))
 async def unload_adapter(ref: str, _: AdminCaller, state: StateDep) -> None:
     """Drop an adapter version from its slot and host memory (409 while requests use it)."""
     await state.engine.unload(parse_ref(ref, param="ref"))

@@ -20,8 +20,11 @@ from service.feedback.protocol import (
     SnapshotCreate,
     SnapshotList,
     SnapshotPublic,
+    TrlExportRow,
+    VertexExportRow,
 )
 from service.feedback.service import snapshot_public
+from service.openapi import errors, json_lines
 from service.state import ServiceState, get_state
 
 router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
@@ -29,7 +32,7 @@ StateDep = Annotated[ServiceState, Depends(get_state)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 
-@router.post("", response_model=FeedbackPublic, status_code=201)
+@router.post("", response_model=FeedbackPublic, status_code=201, responses=errors(404, 409))
 async def add_feedback(
     body: FeedbackCreateRequest, caller: FeedbackCaller, state: StateDep, idempotency_key: IdempotencyKey = None
 ) -> FeedbackPublic:
@@ -39,7 +42,7 @@ async def add_feedback(
 
 # The body is capped as it arrives (max_import_bytes, service/body_limit.py), before FastAPI
 # spools the file.
-@router.post("/import", response_model=ImportReportPublic)
+@router.post("/import", response_model=ImportReportPublic, responses=errors(409))
 async def import_feedback(
     caller: FeedbackCaller,
     state: StateDep,
@@ -55,7 +58,7 @@ async def import_feedback(
     )
 
 
-@router.get("/export")
+@router.get("/export", response_class=StreamingResponse, responses=json_lines(VertexExportRow, TrlExportRow))
 async def export_feedback(
     _: FeedbackCaller,
     state: StateDep,

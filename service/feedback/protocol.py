@@ -25,6 +25,23 @@ class FeedbackCreateRequest(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class VertexExportRow(BaseModel):
+    """A line of a Vertex export (core.store.records.VertexRow)."""
+
+    input_text: str
+    candidate_0: str
+    candidate_1: str
+    choice: Literal[0, 1, "tie"] = Field(description='"tie" only with include_ties.')
+
+
+class TrlExportRow(BaseModel):
+    """A line of a TRL export (core.store.records.PreferenceRow)."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+
+
 class FeedbackPublic(BaseModel):
     id: int
     use_case: str

@@ -12,16 +12,30 @@ from fastapi.responses import StreamingResponse
 
 from core.store import JobState
 from service.auth import AdminCaller, AnyCaller
-from service.jobs.protocol import JobCreate, JobList, JobLogs, JobMetrics, JobPublic, JobStateName
+from service.jobs.protocol import (
+    JobCreate,
+    JobList,
+    JobLogEnd,
+    JobLogs,
+    JobMetrics,
+    JobPublic,
+    JobStateName,
+    LogLinePublic,
+)
+from service.openapi import errors, event_stream
 from service.state import ServiceState, get_state
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 StateDep = Annotated[ServiceState, Depends(get_state)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 FOLLOW_POLL_SECONDS = 0.5
+MAX_SEQ = (1 << 63) - 1  # a log line's seq is a 64-bit integer in the store
 
 
-@router.post("", response_model=JobPublic, status_code=201)
+@router.post(
+    "", response_model=JobPublic, status_code=201,
+    responses={200: {"model": JobPublic, "description": "A retry: the job its Idempotency-Key queued."}, **errors(409)},
+)
 async def create_job(
     body: JobCreate, response: Response, _: AdminCaller, state: StateDep,
     idempotency_key: IdempotencyKey = None,
@@ -53,7 +67,7 @@ async def get_job(job_id: str, _: AnyCaller, state: StateDep) -> JobPublic:
     return await asyncio.to_thread(state.jobs.get, job_id)
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic)
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses=errors(409))
 async def cancel_job(job_id: str, _: AdminCaller, state: StateDep) -> JobPublic:
     """Cancel: a queued job at once, a running one at its next step; it registers nothing."""
     return await asyncio.to_thread(state.jobs.cancel, job_id)
@@ -67,14 +81,16 @@ async def job_metrics(
     return await asyncio.to_thread(state.jobs.metrics, job_id, name)
 
 
-@router.get("/{job_id}/logs", response_model=JobLogs)
+@router.get(
+    "/{job_id}/logs", response_model=JobLogs, responses=event_stream(LogLinePublic, JobLogEnd, sentinel=None)
+)
 async def job_logs(
     job_id: str,
     request: Request,
     _: AnyCaller,
     state: StateDep,
     tail: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    after: Annotated[int | None, Query(ge=0, description="Lines after this seq.")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="Lines after this seq.")] = None,
     follow: bool = False,
 ):
     """The log's last lines (or those after a seq); with follow, a server-sent event stream."""
@@ -105,7 +121,7 @@ async def _follow(
             yield f"id: {line.seq}\ndata: {line.model_dump_json()}\n\n"
         after = more.last_seq
         if job.state.finished and not more.data:
-            yield f"event: end\ndata: {json.dumps({'state': job.state.value})}\n\n"
+            yield f"event: end\ndata: {json.dumps(JobLogEnd(state=job.state.value).model_dump())}\n\n"
             return
         if not more.data:
             await asyncio.sleep(FOLLOW_POLL_SECONDS)

@@ -78,6 +78,12 @@ class LogLinePublic(BaseModel):
     line: str
 
 
+class JobLogEnd(BaseModel):
+    """The last event of a followed log: the state the job ended in."""
+
+    state: JobStateName
+
+
 class JobLogs(BaseModel):
     object: Literal["job.logs"] = "job.logs"
     job_id: str

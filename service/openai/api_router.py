@@ -16,6 +16,7 @@ from core.errors import LoraloopError, TimedOut
 from service.auth import InferCaller
 from service.errors import domain_error_response, internal_error_response
 from service.openai.protocol import (
+    ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
     CompletionRequest,
@@ -23,6 +24,7 @@ from service.openai.protocol import (
     ModelList,
 )
 from service.openai.service import Generation, Generations, OpenAIService
+from service.openapi import ErrorResponse, errors, event_stream
 from service.state import ServiceState, get_state
 
 log = logging.getLogger(__name__)
@@ -111,7 +113,10 @@ def _sse(
     )
 
 
-@router.post("/v1/completions", response_model=CompletionResponse)
+@router.post(
+    "/v1/completions", response_model=CompletionResponse,
+    responses=errors(404, 422, 502, 504) | event_stream(CompletionResponse, ErrorResponse),
+)
 async def create_completion(body: CompletionRequest, request: Request, _: InferCaller, state: StateDep):
     """Complete a prompt with the base model or an adapter (OpenAI-compatible)."""
     serving: OpenAIService = state.openai
@@ -125,7 +130,10 @@ async def create_completion(body: CompletionRequest, request: Request, _: InferC
     return await _unless_disconnected(request, serving.completion(body, generation), deadline, timeout)
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
+@router.post(
+    "/v1/chat/completions", response_model=ChatCompletionResponse,
+    responses=errors(404, 422, 502, 504) | event_stream(ChatCompletionChunk, ErrorResponse),
+)
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, _: InferCaller, state: StateDep):
     """Answer a conversation with the base model or an adapter (OpenAI-compatible)."""
     serving: OpenAIService = state.openai

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 
 from core.names import parse_ref
 from service.auth import InferCaller
+from service.openapi import errors
 from service.rewards.protocol import RewardRequest, RewardResponse, RewardScore
 from service.state import ServiceState, get_state
 
@@ -15,7 +16,7 @@ router = APIRouter(tags=["rewards"])
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
-@router.post("/v1/rewards", response_model=RewardResponse)
+@router.post("/v1/rewards", response_model=RewardResponse, responses=errors(404, 422, 502))
 async def score(body: RewardRequest, _: InferCaller, state: StateDep) -> RewardResponse:
     """Scalar rewards of each (prompt, completion) under a reward adapter; higher is better."""
     scores = await state.engine.score(parse_ref(body.model, param="model"), body.prompt, body.completions)

@@ -74,3 +74,10 @@ def test_unknown_adapter_version_and_alias_are_404(client):
 
 def test_unknown_routes_use_the_same_shape(client):
     assert_error(client.get("/v1/nothing-here"), 404, "not_found_error")
+
+
+def test_an_unreadable_form_is_an_invalid_request(client):
+    # FastAPI raises its own 400 for a multipart body it cannot parse: the caller's fault.
+    r = client.post("/v1/feedback/import?use_case=summarize", content=b"--x\r\nnot a form",
+                    headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert_error(r, 400, "invalid_request_error")
