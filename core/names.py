@@ -92,7 +92,7 @@ def parse_model(
     model: str, base_model_id: str | None = None, param: str | None = None
 ) -> Reference | None:
     """Parse a request's ``model``: None for the base model (``base`` or ``base_model_id``),
-    else the adapter reference (``parse_ref``). The one place a model field is read."""
+    else the adapter reference (``parse_ref``)."""
     if model == BASE_MODEL or (base_model_id is not None and model == base_model_id):
         return None
     return parse_ref(model, param)
