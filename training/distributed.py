@@ -26,6 +26,10 @@ T = TypeVar("T")
 class World:
     rank: int = 0
     size: int = 1
+    # Whether this World joined the process group, and so closes it: a run inside
+    # ``run-job`` finds the group already joined by the job and leaves it open for the next
+    # stage of a round.
+    owns_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -64,15 +68,19 @@ def init_world(device: torch.device) -> World:
     """Join the process group when launched by torchrun; a single process otherwise."""
     if not dist.is_torchelastic_launched():
         return World()
-    if not dist.is_initialized():
+    joined = not dist.is_initialized()
+    if joined:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    world = World(rank=dist.get_rank(), size=dist.get_world_size())
+    world = World(rank=dist.get_rank(), size=dist.get_world_size(), owns_group=joined)
     log.info("process %s of %s", world.rank, world.size)
     return world
 
 
 def close_world(world: World) -> None:
-    if world.distributed and dist.is_initialized():
+    """If this World joined the group: wait for every process, then leave it. A World that
+    found the group joined (a stage of ``run-job``) leaves both to its owner: a rank that
+    stops early must not wait in a barrier while the others are in another collective."""
+    if world.distributed and world.owns_group and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
 

@@ -6,6 +6,7 @@ metric names plotted per job kind are in ``plots.PLOTS``. Blocking: run in a thr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,9 @@ class Comparison:
     gate_source: str  # where the gate's thresholds came from
     reward_model_win_rate: float | None
     reward_model_source: str  # "judged pairs" (model feedback) or "evaluation" (version metrics)
+    # Whether the job worker moves production when the gate passes: the candidate's run asked
+    # for promotion on votes (training/jobs/promotions.py); None for a version pair picked by hand.
+    automatic: bool | None = None
 
 
 class DashboardService:
@@ -91,12 +95,16 @@ class DashboardService:
             candidate, production = adapter.aliases.get("candidate"), adapter.aliases.get("production")
             if adapter.kind != "policy" or candidate is None or production is None or candidate == production:
                 continue
-            metrics = next((v.metrics for v in adapter.versions if v.version == candidate), {})
-            rm_win_rate = metrics.get("win_rate")
-            found.append(self.compare(
+            made = next((v for v in adapter.versions if v.version == candidate), None)
+            rm_win_rate = made.metrics.get("win_rate") if made else None
+            comparison = self.compare(
                 AdapterVersion(adapter.name, candidate), AdapterVersion(adapter.name, production),
                 rm_win_rate if isinstance(rm_win_rate, int | float) else None,
-            ))
+            )
+            config = (made.lineage.get("config") or {}) if made else {}
+            gates = config.get("gates") or {}
+            asked = bool(config.get("promote")) and any(gates.get(k) is not None for k in GATE_KEYS)
+            found.append(dataclasses.replace(comparison, automatic=asked))
         return found
 
     def compare(

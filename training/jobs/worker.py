@@ -3,7 +3,9 @@
 Each pass: reap running jobs whose heartbeat stopped (re-queued while attempts remain, else
 failed); follow the runs this worker launched (a cancel asked for -> ``runner.cancel``; a
 process that ended without finishing its job -> that attempt is given up); fire due triggers;
-launch queued jobs, never two at once for one use case, at most ``worker_concurrency``.
+launch queued jobs, never two at once for one use case, at most ``worker_concurrency``; and
+every ``promotion_every`` seconds, move pending candidates to production that labelers prefer
+(``training.jobs.promotions``).
 
 Several workers may share one store: ``run-job`` claims its job in the store, so a job two
 workers launch runs once, and the claim refuses a second running job of a use case.
@@ -15,12 +17,14 @@ import logging
 import os
 import signal
 import threading
+import time
 from typing import Any
 
 from core.errors import Conflict
 from core.settings import Settings
 from core.store import JobState, Store
 from training.jobs.local import LocalRunner
+from training.jobs.promotions import promote_pending
 from training.jobs.reporter import JobReporter
 from training.jobs.runner import Launch, Runner, RunPhase
 from training.jobs.triggers import fire_triggers
@@ -43,12 +47,18 @@ def make_runner(settings: Settings) -> Runner:
 
 
 class Worker:
-    def __init__(self, settings: Settings, store: Store, runner: Runner):
+    def __init__(
+        self, settings: Settings, store: Store, runner: Runner, *, promotion_every: float = 30.0
+    ):
         self.settings = settings
         self.store = store
         self.runner = runner
         self.active: dict[str, Launch] = {}
         self._cancelling: set[str] = set()
+        # Reading every adapter's aliases is a registry listing (S3 requests): not every pass.
+        self.promotion_every = promotion_every
+        self._next_promotion_check = 0.0
+        self._registry: Any = None
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set, then stop this worker's local runs."""
@@ -71,6 +81,19 @@ class Worker:
         self.follow()
         fire_triggers(self.settings, self.store)
         self.launch_queued()
+        if time.monotonic() >= self._next_promotion_check:
+            self._next_promotion_check = time.monotonic() + self.promotion_every
+            promote_pending(self.registry, self.store)
+
+    @property
+    def registry(self) -> Any:
+        """The registry, opened on first use (a worker that only launches jobs needs none)."""
+        if self._registry is None:
+            from core.base.folders import base_model_info
+            from core.registry import open_registry
+
+            self._registry = open_registry(self.settings, base_model_info(self.settings))
+        return self._registry
 
     def follow(self) -> None:
         """Check on every run this worker launched."""

@@ -2,8 +2,9 @@
 with keys only, the stored record un-swapped, buttons disabled while a vote is in flight, the
 dashboard's plots drawn with data, and no page errors or requests leaving the server.
 
-These tests fail, never skip, when Chromium is missing: ``.ci/run`` installs it. They save the
-screenshots that docs/ui.md shows.
+These tests fail, never skip, when Chromium is missing: ``.ci/run`` installs it. Their
+screenshots go to a temporary folder, or to docs/ui (the ones docs/ui.md shows) when
+``LORALOOP_UPDATE_SCREENSHOTS=1``, so a test run leaves the tree as it was.
 """
 
 from __future__ import annotations
@@ -21,7 +22,29 @@ from tests.service.ui.conftest import ADMIN_KEY, ANN_KEY, BOB_KEY, new_queue, pp
 pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("LORALOOP_CHROMIUM", "/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "ui"
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "ui"
+VIEWPORT = {"width": 1280, "height": 860}
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where screenshots go: docs/ui only when asked, so ``make test`` changes no tracked file."""
+    if os.environ.get("LORALOOP_UPDATE_SCREENSHOTS") == "1":
+        return DOCS_SCREENSHOTS
+    return tmp_path_factory.mktemp("screenshots")
+
+
+def capture(page: Page, path: Path, *, full_page: bool = True) -> None:
+    """Save a screenshot of ``page`` to ``path`` and check what was saved: a PNG as wide as the
+    viewport and at least as tall (all of the page when ``full_page``)."""
+    page.screenshot(path=path, full_page=full_page)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width == VIEWPORT["width"], (path, width)
+    page_height = page.evaluate("document.documentElement.scrollHeight")
+    expected = max(page_height, VIEWPORT["height"]) if full_page else VIEWPORT["height"]
+    assert height == expected, (path, height, expected)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +67,7 @@ def browser() -> Iterator[Browser]:
 def page(browser: Browser, ui_url: str) -> Iterator[Page]:
     """A fresh browser context; every script error, console error and request to anywhere but
     the server (the pages must work offline) fails the test."""
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=ui_url)
+    context = browser.new_context(viewport=VIEWPORT, base_url=ui_url)
     problems: list[str] = []
 
     def only_our_server(route: Route) -> None:
@@ -77,14 +100,16 @@ def votes(ui_url: str, queue_id: str) -> list[dict]:
         return admin.get(f"/v1/labeling/queues/{queue_id}/votes").json()["data"]
 
 
-def test_keys_vote_and_the_stored_record_is_unswapped(page: Page, ui_url: str) -> None:
+def test_keys_vote_and_the_stored_record_is_unswapped(
+    page: Page, ui_url: str, screenshots: Path
+) -> None:
     with httpx.Client(base_url=ui_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as admin:
         queue_id = new_queue(admin)
     sign_in(page, ANN_KEY, f"/ui/label/{queue_id}")
     expect(page.locator("#progress")).to_have_text("1 of 2")
     assert "summarize@" not in page.content()  # anonymous before the vote
     shown_a = page.locator("#side-a").inner_text()
-    page.screenshot(path=SCREENSHOTS / "label.png", full_page=True)
+    capture(page, screenshots / "label.png")
 
     page.keyboard.press("1")  # A better
     expect(page.locator(".reveal")).to_contain_text("A better")
@@ -128,26 +153,30 @@ def test_the_buttons_are_disabled_while_a_vote_is_in_flight(page: Page, ui_url: 
     assert vote["verdict"] == "tie"
 
 
-def test_the_dashboard_and_job_plots_render_with_data(page: Page, ui_url: str, store) -> None:
+def test_the_dashboard_and_job_plots_render_with_data(
+    page: Page, ui_url: str, store, screenshots: Path
+) -> None:
     job_id = ppo_job(store, steps=12)
     sign_in(page, ADMIN_KEY, "/ui")
     expect(page.locator("#jobs")).to_contain_text(job_id)
     expect(page.locator("#jobs polyline")).to_have_count(1)
-    page.screenshot(path=SCREENSHOTS / "dashboard.png", full_page=True)
+    capture(page, screenshots / "dashboard.png")
 
     page.goto(f"/ui/jobs/{job_id}")
     expect(page.locator(".plot canvas")).to_have_count(5)
     assert page.evaluate("window.plots.length") == 5
     assert page.evaluate("window.plots.map(p => p.data[0].length)") == [12] * 5
     assert page.evaluate("window.plots[0].data[1][11]") == pytest.approx(1.2)
-    page.screenshot(path=SCREENSHOTS / "job.png", full_page=True)
+    capture(page, screenshots / "job.png")
 
 
-def test_keyboard_only_from_sign_in_to_a_queue(page: Page, ui_url: str) -> None:
+def test_keyboard_only_from_sign_in_to_a_queue(
+    page: Page, ui_url: str, screenshots: Path
+) -> None:
     with httpx.Client(base_url=ui_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as admin:
         queue_id = new_queue(admin)
     page.goto("/ui/login")
-    page.screenshot(path=SCREENSHOTS / "login.png")
+    capture(page, screenshots / "login.png", full_page=False)
     page.keyboard.type(ANN_KEY)
     page.keyboard.press("Enter")
     page.wait_for_url(lambda url: url.endswith("/ui/label"))

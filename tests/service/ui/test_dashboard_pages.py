@@ -44,6 +44,8 @@ def test_the_comparison_explains_why_the_human_vote_gate_fails_then_passes(ui_ur
         assert "summarize@2" in early and "summarize@1" in early
         assert 'class="fail"' in early and "6 of the 10 votes needed so far" in early
         assert "needs 10 votes" in early
+        # summarize@2's run asked for no promotion on votes: the worker leaves it to a person
+        assert "Not moved automatically" in early
         human_votes(store, wins=14, losses=2, tag="later")
         human_votes(store, wins=1, losses=3, tag="judge", source="model")  # not human: not counted
         later = ops.get("/ui").text.split('id="comparisons"')[1].split("</table>")[0]
