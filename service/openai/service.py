@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
-from core.errors import InvalidRequest
+from core.errors import InvalidRequest, NotFound
 from core.names import BASE_MODEL, AdapterVersion, Reference, model_name, parse_model, parse_ref
 from core.store import Completion
 from service.engine import Engine, SamplingParams, TokenEvent, TokenStream
@@ -252,7 +252,13 @@ class OpenAIService:
         reward = None
         if request.reward_model is not None:
             ref = parse_ref(request.reward_model, param="reward_model")
-            reward = await self.engine.reward_version(ref, param="reward_model")
+            try:
+                reward = await self.engine.reward_version(ref, param="reward_model")
+            except NotFound as e:
+                raise NotFound(
+                    f"reward_model: {e}; name a registered reward adapter (GET /v1/adapters "
+                    "lists them)"
+                ) from None
         return BestOf(best_of, best_of > request.n or reward is not None, reward)
 
     def _encode(self, prompt: Prompt) -> tuple[str, list[int]]:

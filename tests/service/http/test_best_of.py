@@ -106,7 +106,7 @@ def test_several_prompts_each_get_their_n_best(client):
 @pytest.mark.parametrize(
     "extra, status, type_, param, says",
     [
-        ({"reward_model": "nope"}, 404, "not_found_error", None, "nope"),
+        ({"reward_model": "nope"}, 404, "not_found_error", None, "reward_model: adapter 'nope' does not exist"),
         ({"reward_model": "support"}, 400, "invalid_request_error", "reward_model", "needs a reward adapter"),
         ({"reward_model": "Not A Name"}, 400, "invalid_request_error", "reward_model", ""),
         ({"n": 3, "best_of": 2}, 400, "invalid_request_error", "best_of", "at least n (3)"),
