@@ -265,8 +265,13 @@ class Engine:
             )
         return completions
 
+    @property
+    def max_choices(self) -> int:
+        """Most choices one generation may have: each takes a KV-cache row."""
+        return min(self.settings.max_n, self.settings.max_batch_size)
+
     def _check_n(self, n: int) -> None:
-        limit = min(self.settings.max_n, self.settings.max_batch_size)
+        limit = self.max_choices
         if not isinstance(n, int) or not 1 <= n <= limit:
             raise InvalidRequest(
                 f"n must be between 1 and {limit} (max_n and max_batch_size bound it)", param="n"
@@ -363,6 +368,12 @@ class Engine:
             score.future.cancel()
             raise
 
+    async def reward_version(self, ref: Reference, param: str = "model") -> AdapterVersion:
+        """The reward adapter version ``ref`` names now, checked before any work is queued:
+        NotFound if there is none, InvalidRequest (on ``param``) if it is not a reward adapter.
+        Scoring with the returned version scores every sequence with that one version."""
+        return self._check(await self._resolve(ref), "reward", param)
+
     # --- adapters (admin) ---
 
     async def load(self, ref: Reference | str) -> AdapterStatus:
@@ -454,12 +465,12 @@ class Engine:
             self._io, self.follower.resolve, ref
         )
 
-    def _check(self, manifest: Manifest, kind: AdapterKind) -> AdapterVersion:
+    def _check(self, manifest: Manifest, kind: AdapterKind, param: str = "model") -> AdapterVersion:
         """The key of ``manifest``'s version if this engine can serve it as ``kind``."""
         if manifest.kind != kind:
             raise InvalidRequest(
                 f"{manifest.ref} is a {manifest.kind} adapter; this call needs a {kind} adapter",
-                param="model",
+                param=param,
             )
         check_manifest(manifest, self.base_info, self.settings.max_lora_rank)
         return manifest.adapter_version

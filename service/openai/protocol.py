@@ -52,6 +52,15 @@ class SamplingFields(BaseModel):
         1, ge=1, description="Choices to generate, up to the server's max_n; the prompt is computed "
         "once for all of them.",
     )
+    best_of: int | None = Field(
+        None, ge=1, description="Candidates generated per prompt (extension on chat) (at least n, at most max_n; one "
+        "shared prefill), of which the n best are returned, best first: by reward_model's score, "
+        "else by cumulative log-probability. Above n, not with stream.",
+    )
+    reward_model: str | None = Field(
+        None, description="A reward adapter ('name', 'name@alias' or 'name@N') that scores the "
+        "best_of candidates; each returned choice carries its score in 'reward' (extension).",
+    )
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=-(1 << 63), le=(1 << 63) - 1, description="A 64-bit signed integer.")
     stream: bool = False
@@ -92,14 +101,12 @@ class CompletionRequest(SamplingFields):
     logprobs: int | None = Field(None, ge=0, le=5)
     echo: bool = Field(False, description="Return the prompt before the completion (and its log-probabilities with logprobs).")
     suffix: str | None = Field(None, description="Not supported.")
-    best_of: int | None = Field(None, description="Not supported beyond 1.")
 
-    @field_validator("suffix", "best_of")
+    @field_validator("suffix")
     @classmethod
-    def _unsupported(cls, value: object, info) -> object:
-        allowed = {"suffix": (None, ""), "best_of": (None, 1)}[info.field_name]
-        if not any(value is a or (type(value) is type(a) and value == a) for a in allowed):
-            raise ValueError(f"{info.field_name} is not supported")
+    def _unsupported(cls, value: str | None) -> str | None:
+        if value not in (None, ""):
+            raise ValueError("suffix is not supported")
         return value
 
     @field_validator("prompt", mode="before")
@@ -175,6 +182,10 @@ class CompletionChoice(BaseModel):
     logprobs: CompletionLogprobs | None = None
     finish_reason: FinishReason | None = None
     completion_id: str | None = Field(None, description="Id of this choice's logged completion (loraloop).")
+    reward: float | None = Field(
+        None, description="The reward_model's score of prompt + this choice's generated text, as "
+        "POST /v1/rewards gives it (with reward_model only; extension)."
+    )
 
 
 class CompletionResponse(BaseModel):
@@ -216,6 +227,10 @@ class ChatChoice(BaseModel):
     message: ChatResponseMessage
     logprobs: ChatLogprobs | None = None
     finish_reason: FinishReason | None = None
+    reward: float | None = Field(
+        None, description="The reward_model's score of the templated prompt + this message, as "
+        "POST /v1/rewards gives it (with reward_model only; extension)."
+    )
 
 
 class ChatCompletionResponse(BaseModel):

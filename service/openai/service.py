@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
-from core.errors import InvalidRequest
-from core.names import BASE_MODEL, AdapterVersion, Reference, model_name, parse_model
+from core.errors import InvalidRequest, NotFound
+from core.names import BASE_MODEL, AdapterVersion, Reference, model_name, parse_model, parse_ref
 from core.store import Completion
 from service.engine import Engine, SamplingParams, TokenEvent, TokenStream
 from service.engine import Usage as EngineUsage
@@ -55,6 +55,21 @@ T = TypeVar("T")
 CompletionSink = Callable[[Completion], None]
 
 
+@dataclass(frozen=True)
+class BestOf:
+    """How many candidates each prompt gets, and whether the n returned are the best of them
+    (``ranked``): by ``reward``'s score, or without one by cumulative log-probability."""
+
+    candidates: int
+    ranked: bool
+    reward: AdapterVersion | None
+
+    def logprobs(self, asked: int | None) -> int | None:
+        """The log-probabilities the engine computes: ranked by them, each token's is needed
+        (the response shows them only if they were asked for)."""
+        return 0 if self.ranked and self.reward is None and asked is None else asked
+
+
 @dataclass
 class Generation:
     """A generation in progress: the request's events plus what the response needs.
@@ -71,6 +86,11 @@ class Generation:
     unfinished: int = field(init=False)  # choices still generating (for metrics)
     # max_tokens 0 (echo): the engine decodes its one token, which the response leaves out.
     prompt_only: bool = False
+    # best_of: the candidates are ranked and only the best returned, so a candidate is logged
+    # once it is chosen (``unlogged`` holds them till then); ``reward`` ranks them if set.
+    ranked: bool = False
+    reward: AdapterVersion | None = None
+    unlogged: dict[int, Completion] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.ids:
@@ -195,13 +215,51 @@ class OpenAIService:
         return max(1, min(self.engine.settings.max_new_tokens, left))
 
     async def _start(
-        self, prompt: str, prompt_ids: list[int], request: SamplingFields, params: SamplingParams,
+        self, prompt: str, prompt_ids: list[int], best_of: BestOf, params: SamplingParams,
         prefix: str, adapter: Reference | None,
     ) -> Generation:
         started = time.monotonic()
-        events = await self.engine.submit(prompt_ids, adapter, params, request.n)
-        ids = [new_id(prefix) for _ in range(request.n)]
-        return Generation(ids[0], prompt, prompt_ids, params, events, started, ids)
+        n = best_of.candidates
+        events = await self.engine.submit(prompt_ids, adapter, params, n)
+        ids = [new_id(prefix) for _ in range(n)]
+        return Generation(
+            ids[0], prompt, prompt_ids, params, events, started, ids,
+            ranked=best_of.ranked, reward=best_of.reward,
+        )
+
+    async def _best_of(self, request: SamplingFields) -> BestOf:
+        """The request's best_of and reward_model, checked before anything is queued, so a bad
+        reward_model costs no generation."""
+        best_of = request.n if request.best_of is None else request.best_of
+        if best_of < request.n:
+            raise InvalidRequest(
+                f"best_of ({best_of}) must be at least n ({request.n}): the n returned choices "
+                "are the best of best_of candidates; raise best_of or lower n",
+                param="best_of",
+            )
+        if best_of > self.engine.max_choices:
+            raise InvalidRequest(
+                f"best_of must be at most {self.engine.max_choices} (max_n and max_batch_size "
+                "bound it)",
+                param="best_of",
+            )
+        if request.stream and (best_of > request.n or request.reward_model is not None):
+            raise InvalidRequest(
+                "stream cannot be used with best_of above n or with reward_model: the best "
+                "candidates are known only once all have ended; set stream to false",
+                param="stream",
+            )
+        reward = None
+        if request.reward_model is not None:
+            ref = parse_ref(request.reward_model, param="reward_model")
+            try:
+                reward = await self.engine.reward_version(ref, param="reward_model")
+            except NotFound as e:
+                raise NotFound(
+                    f"reward_model: {e}; name a registered reward adapter (GET /v1/adapters "
+                    "lists them)"
+                ) from None
+        return BestOf(best_of, best_of > request.n or reward is not None, reward)
 
     def _encode(self, prompt: Prompt) -> tuple[str, list[int]]:
         """(text, token ids) of a prompt given as either."""
@@ -238,11 +296,12 @@ class OpenAIService:
         encoded = await self._off_loop(lambda: [self._encode(p) for p in prompts])
         # Echo with logprobs: the prompt's log-probabilities too, as vLLM returns them.
         prompt_logprobs = request.logprobs if request.echo else None
-        params = self._sampling(request, max(max_tokens, 1), request.logprobs, prompt_logprobs)
+        best_of = await self._best_of(request)
+        params = self._sampling(request, max(max_tokens, 1), best_of.logprobs(request.logprobs), prompt_logprobs)
         generations: list[Generation] = []
         try:
             for text, prompt_ids in encoded:
-                generation = await self._start(text, prompt_ids, request, params, "cmpl", adapter)
+                generation = await self._start(text, prompt_ids, best_of, params, "cmpl", adapter)
                 generation.prompt_only = max_tokens == 0
                 generations.append(generation)
         except BaseException:
@@ -262,10 +321,11 @@ class OpenAIService:
             )
         ))
         prompt = cast(str, await self._off_loop(lambda: self.tokenizer.decode(prompt_ids)))
+        best_of = await self._best_of(request)
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         max_tokens = request.max_completion_tokens or request.max_tokens or self._rest_of_context(prompt_ids)
-        params = self._sampling(request, max_tokens, logprobs)
-        return await self._start(prompt, list(prompt_ids), request, params, "chatcmpl", adapter)
+        params = self._sampling(request, max_tokens, best_of.logprobs(logprobs))
+        return await self._start(prompt, list(prompt_ids), best_of, params, "chatcmpl", adapter)
 
     async def _observed(self, generation: Generation) -> AsyncIterator[TokenEvent]:
         """The events, measured for /metrics; each choice is logged when it finishes."""
@@ -306,28 +366,57 @@ class OpenAIService:
                      model_name(event.version), generation.prompt, text)
         if self.completion_sink is not None:
             params = generation.params
-            self.completion_sink(
-                Completion(
-                    id=generation.ids[event.index],
-                    prompt=generation.prompt,
-                    text=text,
-                    version=event.version,
-                    sampling_params={
-                        "max_tokens": params.max_tokens, "temperature": params.temperature,
-                        "top_p": params.top_p, "top_k": params.top_k, "seed": params.seed,
-                        "stop": list(params.stop),
-                        "presence_penalty": params.presence_penalty,
-                        "frequency_penalty": params.frequency_penalty,
-                        "repetition_penalty": params.repetition_penalty,
-                        "min_tokens": params.min_tokens,
-                        "logit_bias": dict(params.logit_bias),
-                        "finish_reason": str(event.finish_reason),
-                    },
-                    prompt_tokens=event.usage.prompt_tokens,
-                    completion_tokens=event.usage.completion_tokens,
-                    latency_ms=seconds * 1000,
-                )
+            completion = Completion(
+                id=generation.ids[event.index],
+                prompt=generation.prompt,
+                text=text,
+                version=event.version,
+                sampling_params={
+                    "max_tokens": params.max_tokens, "temperature": params.temperature,
+                    "top_p": params.top_p, "top_k": params.top_k, "seed": params.seed,
+                    "stop": list(params.stop),
+                    "presence_penalty": params.presence_penalty,
+                    "frequency_penalty": params.frequency_penalty,
+                    "repetition_penalty": params.repetition_penalty,
+                    "min_tokens": params.min_tokens,
+                    "logit_bias": dict(params.logit_bias),
+                    "finish_reason": str(event.finish_reason),
+                    **self._ranking(generation),
+                },
+                prompt_tokens=event.usage.prompt_tokens,
+                completion_tokens=event.usage.completion_tokens,
+                latency_ms=seconds * 1000,
             )
+            if generation.ranked:
+                generation.unlogged[event.index] = completion
+            else:
+                self.completion_sink(completion)
+
+    @staticmethod
+    def _ranking(generation: Generation) -> dict[str, object]:
+        """How a best-of choice was chosen, logged with it."""
+        if not generation.ranked:
+            return {}
+        reward = {"reward_model": model_name(generation.reward)} if generation.reward else {}
+        return {"best_of": generation.n, **reward}
+
+    async def _best(
+        self, generation: Generation, candidates: list[list[TokenEvent]], n: int
+    ) -> list[tuple[int, float | None]]:
+        """The ``n`` best of a ranked generation's candidates, best first, as (candidate index,
+        reward): by the reward version's score of prompt + text (what POST /v1/rewards gives),
+        else by cumulative log-probability (vLLM's and OpenAI's best_of). Only these are logged
+        as completions: the others were never served, so no feedback can point at them."""
+        if generation.reward is not None:
+            texts = ["".join(e.text for e in events) for events in candidates]
+            scores = await self.engine.score(generation.reward, generation.prompt, texts)
+        else:
+            scores = [sum(e.logprob or 0.0 for e in events) for events in candidates]
+        best = sorted(range(len(candidates)), key=lambda j: -scores[j])[:n]
+        if self.completion_sink is not None:
+            for j in best:
+                self.completion_sink(generation.unlogged.pop(j))
+        return [(j, scores[j] if generation.reward is not None else None) for j in best]
 
     def _token(self, token_id: int) -> str:
         text = self.tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
@@ -341,12 +430,6 @@ class OpenAIService:
 
     def _logging_id(self, generation: Generation, index: int = 0) -> str | None:
         return generation.ids[index] if self.completion_sink is not None else None
-
-    def _logging_ids(self, *generations: Generation) -> list[str] | None:
-        """Every choice's logged id, by choice index (prompt by prompt, n each)."""
-        if self.completion_sink is None:
-            return None
-        return [id_ for generation in generations for id_ in generation.ids]
 
     async def _by_choice(self, generation: Generation) -> list[list[TokenEvent]]:
         """Every event of a finished generation, grouped by choice index."""
@@ -416,25 +499,40 @@ class OpenAIService:
         )
 
     async def completion(self, request: CompletionRequest, completions: Generations) -> CompletionResponse:
-        generations, n = completions.generations, completions.n
-        events: list[list[TokenEvent]] = [[] for _ in range(len(generations) * n)]
+        # k candidates per prompt: n, or best_of of which the n best are returned
+        generations, k = completions.generations, completions.n
+        events: list[list[TokenEvent]] = [[] for _ in range(len(generations) * k)]
         try:
             async with contextlib.aclosing(_merged([self._observed(g) for g in generations])) as merged:
                 async for p, event in merged:
-                    events[p * n + event.index].append(event)
+                    events[p * k + event.index].append(event)
         finally:
             # Cancelled (timeout, disconnect) or failed: free every row now. A read that was
             # cancelled before it started never reached its stream to close it.
             await completions.aclose()
         lasts = [e[-1] for e in events]
+        chosen: list[tuple[int, int, float | None]] = []  # (prompt, candidate, reward)
+        for p, generation in enumerate(generations):
+            candidates = events[p * k : (p + 1) * k]
+            best = await self._best(generation, candidates, request.n) if generation.ranked else [
+                (j, None) for j in range(k)
+            ]
+            chosen += [(p, j, reward) for j, reward in best]
+        choices = []
+        for i, (p, j, reward) in enumerate(chosen):
+            choice = self._choice(request, i, generations[p], events[p * k + j])
+            choice.reward = reward
+            choices.append(choice)
+        ids = [c.completion_id for c in choices if c.completion_id] or None
         return CompletionResponse(
             id=completions.id,
             created=now(),
             model=self.served_model(request.model, lasts[0].version),
-            choices=[self._choice(request, i, generations[i // n], e) for i, e in enumerate(events)],
-            usage=_total([_usage(*lasts[p * n : (p + 1) * n]) for p in range(len(generations))]),
-            completion_id=self._logging_id(generations[0]),
-            completion_ids=self._logging_ids(*generations),
+            choices=choices,
+            # every candidate was generated, so all count (as OpenAI counts best_of)
+            usage=_total([_usage(*lasts[p * k : (p + 1) * k]) for p in range(len(generations))]),
+            completion_id=ids[0] if ids else None,
+            completion_ids=ids,
         )
 
     async def completion_chunks(self, request: CompletionRequest, completions: Generations) -> AsyncGenerator[dict, None]:
@@ -476,6 +574,10 @@ class OpenAIService:
     async def chat(self, request: ChatCompletionRequest, generation: Generation) -> ChatCompletionResponse:
         by_choice = await self._by_choice(generation)
         lasts = [events[-1] for events in by_choice]
+        best = await self._best(generation, by_choice, request.n) if generation.ranked else [
+            (j, None) for j in range(generation.n)
+        ]
+        ids = [generation.ids[j] for j, _ in best] if self.completion_sink is not None else None
         return ChatCompletionResponse(
             id=generation.id,
             created=now(),
@@ -483,15 +585,16 @@ class OpenAIService:
             choices=[
                 ChatChoice(
                     index=i,
-                    message=ChatResponseMessage(content="".join(e.text for e in events)),
-                    logprobs=self._chat_logprobs(events) if request.logprobs else None,
-                    finish_reason=events[-1].finish_reason,
+                    message=ChatResponseMessage(content="".join(e.text for e in by_choice[j])),
+                    logprobs=self._chat_logprobs(by_choice[j]) if request.logprobs else None,
+                    finish_reason=by_choice[j][-1].finish_reason,
+                    reward=reward,
                 )
-                for i, events in enumerate(by_choice)
+                for i, (j, reward) in enumerate(best)
             ],
-            usage=_usage(*lasts),
-            completion_id=self._logging_id(generation),
-            completion_ids=self._logging_ids(generation),
+            usage=_usage(*lasts),  # every candidate was generated, so all count
+            completion_id=ids[0] if ids else None,
+            completion_ids=ids,
         )
 
     async def chat_chunks(self, request: ChatCompletionRequest, generation: Generation) -> AsyncGenerator[dict, None]:
