@@ -134,7 +134,9 @@ class DashboardService:
         defaults; and a note saying which."""
         if use_case is not None:
             for job in self.store.jobs.list(use_case=use_case, limit=JOBS_SHOWN):
-                gates = job.params.get("gates") or {}
+                # A round's gates belong to its policy stage; other kinds carry them at the top.
+                stage = (job.params.get("policy") or {}) if job.kind == "round" else job.params
+                gates = stage.get("gates") or {}
                 if any(gates.get(k) is not None for k in GATE_KEYS):
                     return {
                         "min_votes": int(gates.get("min_human_votes") or DEFAULT_MIN_HUMAN_VOTES),

@@ -56,6 +56,16 @@ def test_the_comparison_explains_why_the_human_vote_gate_fails_then_passes(ui_ur
         assert 'id="chosen"' in chosen
 
 
+def test_a_round_job_shows_the_thresholds_of_its_policy_stage(ui_url, store):
+    gates = {"min_human_votes": 7, "min_human_win_lower_bound": 0.55}
+    job = store.jobs.create("round", "summarize", {"algorithm": "ppo", "policy": {"gates": gates}})
+    human_votes(store, wins=1, losses=0, tag="round")  # so that there is a comparison to show
+    with signed_in(ui_url, ADMIN_KEY) as ops:
+        row = ops.get("/ui").text.split('id="comparisons"')[1].split("</table>")[0]
+    assert "needs 7 votes and a lower bound above 0.55" in row
+    assert f"gates of job {job.id}" in row
+
+
 def test_static_files_are_the_vendored_versions(ui_url):
     with httpx.Client(base_url=ui_url) as client:
         versions = client.get("/ui/static/VERSIONS.txt").text
