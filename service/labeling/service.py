@@ -129,12 +129,8 @@ class LabelingService:
         return FillReport(added=self.store.labeling.add_pairs(queue_id, pairs))
 
     async def fill_generated(self, queue_id: str, body: QueueFill) -> FillReport:
-        """Generate a pair per prompt through the engine and queue it.
-
-        Two calls per prompt for now: one completion of ``a`` and one of ``b``, or two samples
-        of ``a`` with different seeds. ``n=2`` on /v1/completions (issue 11) will replace the
-        second call when it lands.
-        """
+        """Generate a pair per prompt through the engine and queue it: two samples of ``a`` from
+        one ``n=2`` request (one prefill), or one completion of ``a`` and one of ``b``."""
         if self.completion_log is None:
             raise InvalidRequest(
                 "generated pairs need the completion log: set LORALOOP_LOG_COMPLETIONS=true",
@@ -143,26 +139,36 @@ class LabelingService:
         if not body.prompts:
             raise InvalidRequest("prompts: give at least one prompt to generate pairs for", param="prompts")
         await asyncio.to_thread(self.store.labeling.queue, queue_id)  # NotFound before generating
-        models = (body.a, body.b or body.a)
         pairs, skipped = [], 0
         for n, prompt in enumerate(body.prompts):
-            ids, texts = [], []
-            for side, model in enumerate(models):
-                request = CompletionRequest(
-                    model=model, prompt=prompt, max_tokens=body.max_tokens,
-                    temperature=body.temperature, seed=1000 * n + side,
-                )
-                response = await self.openai.completion(request, await self.openai.start_completion(request))
-                assert response.completion_id is not None  # the completion log is on
-                ids.append(response.completion_id)
-                texts.append(response.choices[0].text)
-            if texts[0] == texts[1]:
+            if body.b:
+                choices = [(await self._choices(model, prompt, body, seed=1000 * n + side, n=1))[0]
+                           for side, model in enumerate((body.a, body.b))]
+            else:
+                choices = await self._choices(body.a, prompt, body, seed=1000 * n, n=2)
+            (first_id, first_text), (second_id, second_text) = choices
+            if first_text == second_text:
                 skipped += 1  # nothing to compare (greedy, or the same sample twice)
                 continue
-            pairs.append(_shuffled((ids[0], ids[1])))
+            pairs.append(_shuffled((first_id, second_id)))
         await asyncio.to_thread(self.completion_log.wait_for, [i for p in pairs for i in p])
         added = await asyncio.to_thread(self.store.labeling.add_pairs, queue_id, pairs)
         return FillReport(added=added, skipped=skipped)
+
+    async def _choices(
+        self, model: str, prompt: str, body: QueueFill, seed: int, n: int
+    ) -> list[tuple[str, str]]:
+        """``n`` logged completions of ``prompt`` by ``model``: (completion id, text) each."""
+        request = CompletionRequest(
+            model=model, prompt=prompt, max_tokens=body.max_tokens,
+            temperature=body.temperature, seed=seed, n=n,
+        )
+        response = await self.openai.completion(request, await self.openai.start_completion(request))
+        pairs = []
+        for choice in sorted(response.choices, key=lambda c: c.index):
+            assert choice.completion_id is not None  # the completion log is on
+            pairs.append((choice.completion_id, choice.text))
+        return pairs
 
     # --- labeling ---
 
