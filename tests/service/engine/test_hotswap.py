@@ -106,11 +106,11 @@ def test_a_version_that_fails_to_warm_holds_nothing_and_is_retried_with_backoff(
     real_fetch = published.fetch
     broken = {("alpha", 2)}
 
-    def fetch(adapter: str, version: int):
+    def fetch(adapter: str, version: int, manifest=None):
         fetches.append((adapter, version))
         if (adapter, version) in broken:
             raise IntegrityError(f"{adapter}@{version}: sha256 mismatch")
-        return real_fetch(adapter, version)
+        return real_fetch(adapter, version, manifest)
 
     published.fetch = fetch
     now = [0.0]

@@ -25,10 +25,10 @@ def test_fifty_concurrent_first_requests_load_the_adapter_once(
     fetches = []
     real_fetch = published.fetch
 
-    def counting_fetch(adapter: str, version: int):
+    def counting_fetch(adapter: str, version: int, manifest=None):
         fetches.append((adapter, version))
         time.sleep(0.05)  # a slow download widens the window for duplicate loads
-        return real_fetch(adapter, version)
+        return real_fetch(adapter, version, manifest)
 
     published.fetch = counting_fetch
     engine = make_engine(max_batch_size=16)
@@ -215,10 +215,10 @@ def test_a_timeout_around_a_request_whose_load_is_queued_does_not_poison_the_ver
     gate = threading.Event()
     real_fetch = published.fetch
 
-    def slow_fetch(adapter: str, version: int):
+    def slow_fetch(adapter: str, version: int, manifest=None):
         if adapter != "judge":
             gate.wait(10)  # four slow downloads fill the four load threads
-        return real_fetch(adapter, version)
+        return real_fetch(adapter, version, manifest)
 
     published.fetch = slow_fetch
     engine = make_engine(max_active_adapters=8)

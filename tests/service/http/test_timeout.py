@@ -54,9 +54,9 @@ def slow_registry_server(tmp_path, tiny_llama_dir, monkeypatch):
     released = threading.Event()
     fetch = Registry.fetch
 
-    def slow_fetch(self, adapter: str, version: int):
+    def slow_fetch(self, adapter: str, version: int, manifest=None):
         released.wait(10)
-        return fetch(self, adapter, version)
+        return fetch(self, adapter, version, manifest)
 
     monkeypatch.setattr(Registry, "fetch", slow_fetch)
     with serve(settings) as url:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from core.base.folders import base_model_info
+from core.names import AdapterVersion
 from core.registry import open_registry
 from core.settings import Settings
 from core.store import Completion, FeedbackCreate, Store
@@ -49,8 +50,8 @@ def vote(store: Store, adapter: str, wins: int, losses: int, first: int = 0) -> 
     for n in range(first, first + wins + losses):
         ids = (f"{adapter}-new-{n}", f"{adapter}-old-{n}")
         store.completions.log([
-            Completion(id=ids[0], prompt=f"p{n}", text="new", adapter=adapter, version=2),
-            Completion(id=ids[1], prompt=f"p{n}", text="old", adapter=adapter, version=1),
+            Completion(id=ids[0], prompt=f"p{n}", text="new", version=AdapterVersion(adapter, 2)),
+            Completion(id=ids[1], prompt=f"p{n}", text="old", version=AdapterVersion(adapter, 1)),
         ])
         choice = 0 if n < first + wins else 1
         store.feedback.add(FeedbackCreate(use_case=adapter, choice=choice, completion_ids=ids))
