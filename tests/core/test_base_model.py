@@ -54,8 +54,8 @@ def test_tokenizer_round_trips_any_text_and_has_a_chat_template(settings):
     assert prompt == "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST]"
 
 
-def test_default_settings_build_tiny_llama_under_the_data_dir(tmp_path):
-    settings = Settings(data_dir=tmp_path, device="cpu")
+def test_tiny_llama_by_name_is_built_under_the_data_dir(tmp_path):
+    settings = Settings(data_dir=tmp_path, device="cpu", base_model="tiny-llama")
     model = load_base_model(settings)
     assert (tmp_path / "models" / "tiny-llama-seed0" / "config.json").is_file()
     assert model.dtype == torch.float32 and model.device.type == "cpu"

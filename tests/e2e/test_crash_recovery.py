@@ -31,7 +31,9 @@ from training.synthetic import make_preference_rows
 TINY_DPO = {"batch_size": 4, "target_sequence_length": 4, "prompt_sequence_length": 16,
             "max_eval_prompts": 2, "eval_fraction": 0.25, "lora_rank": 2, "train_steps": 20}
 KILLS = 1  # each kill costs a server start and a job start: CI time
-KILL_WINDOW_SECONDS = 6.0  # a kill lands this long (at most) after the attempt is running
+# A kill lands once the attempt reports this step (at random, up to half its steps): a moment
+# counted in steps, not seconds, so that a fast machine cannot finish the job before the kill.
+LAST_KILL_STEP = TINY_DPO["train_steps"] // 2
 JOB_TIMEOUT_SECONDS = 300  # only a failure waits this long
 
 
@@ -135,10 +137,11 @@ def test_random_kills_lose_no_feedback_leave_no_half_version_and_no_stuck_job(
                     attempt = round_ + 1
                     wait_job(http, job_id, lambda j: j["state"] == "running" and j["attempt"] == attempt,
                              f"ran attempt {attempt}", seed)
-                    delay = rng.uniform(0, KILL_WINDOW_SECONDS)
-                    time.sleep(delay)
+                    target = rng.randint(0, LAST_KILL_STEP)
+                    wait_job(http, job_id, lambda j: (j["progress"]["step"] or 0) >= target,
+                             f"reached step {target}", seed)
                     step = http.get(f"/v1/jobs/{job_id}").json()["progress"]["step"]
-                    kill_points.append((round(delay, 2), step))
+                    kill_points.append((target, step))
                     kill_everything(server)
                     server.wait(timeout=30)
                 else:
@@ -150,7 +153,7 @@ def test_random_kills_lose_no_feedback_leave_no_half_version_and_no_stuck_job(
                     thread.join(timeout=30)
     http.close()
 
-    context = f"seed {seed}, kills after (seconds, step) {kill_points}"
+    context = f"seed {seed}, kills at (target step, reported step) {kill_points}"
     assert not feedback.refused, f"{context}: {feedback.refused[:5]}"
     assert job["state"] == "succeeded", f"{context}: {job}"
     assert job["attempt"] == KILLS + 1, f"{context}: {job}"

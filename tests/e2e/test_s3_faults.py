@@ -46,7 +46,7 @@ def s3_settings(weed: SeaweedFSServer, tmp_path_factory, tiny_llama_dir) -> Sett
         s3_secret_access_key=weed.secret_key, s3_connect_timeout=S3_CONNECT_TIMEOUT,
         s3_read_timeout=S3_READ_TIMEOUT, s3_max_attempts=1,
         # Two slots and two host copies for three adapters: one ends up in the disk cache only.
-        max_active_adapters=2, max_cpu_adapters=2,
+        max_active_adapters=2, max_host_adapters=2,
         alias_poll_seconds=0.5,  # the alias follower keeps polling the broken registry
     )
     publish_test_adapters(settings, data)  # summarize, support, judge (reward)

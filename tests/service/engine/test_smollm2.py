@@ -115,7 +115,7 @@ def test_mixed_batch_rows_equal_peft_with_their_own_adapter(engine, adapters, pr
         expected = peft_greedy(smollm2_dir, adapters[name] if name else None, prompts[i])
         assert completion.token_ids == expected, name
         if name is not None:  # the row ran with its adapter: its probabilities are not the base's
-            assert completion.adapter == f"{name}@1"
+            assert str(completion.version) == f"{name}@1"
             assert completion.logprobs != on_base[i].logprobs, name
 
 
