@@ -106,7 +106,7 @@ class SQLiteDatabase(Database):
         parsed = make_url(url)
         if not parsed.database or parsed.database == ":memory:":
             raise ValueError(
-                f"database_url {url!r}: use a SQLite file (sqlite:///path/loraloop.db); "
+                f"database_url {_shown(url)!r}: use a SQLite file (sqlite:///path/loraloop.db); "
                 "an in-memory database cannot be shared by the service's connections"
             )
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -167,12 +167,18 @@ _BACKENDS: dict[str, Callable[..., Database]] = {
 }
 
 
+def _shown(url: str) -> str:
+    """The URL as messages may show it: a password in it becomes ***."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def open_database(url: str, **engine_kwargs: Any) -> Database:
     """The Database for a SQLAlchemy URL (``sqlite:///file`` or ``postgresql+psycopg://...``)."""
     backend = make_url(url).get_backend_name()
     if backend not in _BACKENDS:
         raise ValueError(
-            f"database_url {url!r}: unsupported backend {backend!r}; use sqlite or postgresql"
+            f"database_url {_shown(url)!r}: unsupported backend {backend!r}; "
+            "use sqlite or postgresql"
         )
     database = _BACKENDS[backend](url, **engine_kwargs)
     log.info("store database: %s", database.url)

@@ -85,3 +85,10 @@ def test_default_store_is_a_sqlite_file_in_wal_mode_in_the_data_dir(tmp_path: Pa
 def test_unsupported_database_urls_are_refused_with_a_reason(url: str) -> None:
     with pytest.raises(ValueError, match="database_url"):
         open_database(url)
+
+
+def test_a_refused_database_url_does_not_show_its_password() -> None:
+    with pytest.raises(ValueError) as refused:
+        open_database("mysql://loader:s3cret-pw@db.internal/feedback")
+    assert "s3cret-pw" not in str(refused.value)
+    assert "loader:***@db.internal" in str(refused.value)
