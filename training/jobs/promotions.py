@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 from core.errors import NotFound
+from core.registry import Registry
 from core.store import Store
 from training.config import Gates
 from training.gates import (
@@ -43,7 +44,7 @@ def vote_gates(lineage: dict[str, Any], metrics: dict[str, Any]) -> Gates | None
     return gates
 
 
-def promote_pending(registry: Any, store: Store) -> list[Promotion]:
+def promote_pending(registry: Registry, store: Store) -> list[Promotion]:
     """Check every pending candidate that asked for it; the decisions taken (moved or not)."""
     decisions = []
     for adapter in registry.list_adapters():

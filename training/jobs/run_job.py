@@ -33,6 +33,7 @@ from typing import Any
 from core.base.checkpoint import resolve_device
 from core.errors import Conflict, NotFound
 from core.job_spec import Stage, plan_job, reward_adapter, with_source
+from core.registry import Manifest, Registry
 from core.settings import Settings
 from core.store import Job, JobKind, JobState, Store
 from core.training_config import PolicyConfig
@@ -177,7 +178,7 @@ def run_round(
     stages: list[Stage],
     settings: Settings,
     store: Store | None,
-    registry: Any,
+    registry: Registry,
     watch: Watch | None,
     world: World = World(),
 ) -> dict[str, Any]:
@@ -225,7 +226,7 @@ def run_round(
         )
         if rm is None or policy is None or watch is None:
             return {}  # a rank other than 0: it trained; rank 0 publishes
-        assert policy.folder is not None
+        assert policy.folder is not None and rm.folder is not None  # both were kept unregistered
         watch.check()  # the last moment a cancel keeps the registry untouched
         rm_manifest = registry.publish(
             rm.folder, rm_name, "reward", metrics=rm.metrics, lineage=rm.lineage
@@ -309,7 +310,7 @@ class Steps:
 
 
 def _main(
-    stage: Stage, settings: Settings, registry: Any, sink: Callable[[dict[str, Any]], None] | None
+    stage: Stage, settings: Settings, registry: Registry, sink: Callable[[dict[str, Any]], None] | None
 ) -> RunResult | None:
     """The stage's ``main(config)``: its result on rank 0, None on the other ranks."""
     main = importlib.import_module(f"training.{stage.algorithm}").main
@@ -317,14 +318,14 @@ def _main(
     return run
 
 
-def _production(registry: Any, adapter: str) -> int | None:
+def _production(registry: Registry, adapter: str) -> int | None:
     try:
         return registry.aliases(adapter).get("production")
     except NotFound:
         return None
 
 
-def version_entry(manifest: Any) -> dict[str, Any]:
+def version_entry(manifest: Manifest) -> dict[str, Any]:
     return {"adapter": manifest.adapter, "version": manifest.version, "ref": manifest.ref,
             "kind": manifest.kind}
 

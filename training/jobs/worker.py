@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from core.errors import Conflict
+from core.registry import Registry
 from core.settings import Settings
 from core.store import JobState, Store
 from training.jobs.local import LocalRunner
@@ -58,7 +59,7 @@ class Worker:
         # Reading every adapter's aliases is a registry listing (S3 requests): not every pass.
         self.promotion_every = promotion_every
         self._next_promotion_check = 0.0
-        self._registry: Any = None
+        self._registry: Registry | None = None
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set, then stop this worker's local runs."""
@@ -86,7 +87,7 @@ class Worker:
             promote_pending(self.registry, self.store)
 
     @property
-    def registry(self) -> Any:
+    def registry(self) -> Registry:
         """The registry, opened on first use (a worker that only launches jobs needs none)."""
         if self._registry is None:
             from core.base.folders import base_model_info
