@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import BinaryIO
 
 from sqlalchemy import select, tuple_
@@ -47,7 +48,13 @@ class FeedbackRepository:
         body raises Conflict. Concurrent calls share transactions (``group_commit``); each
         returns once the transaction holding its record has committed.
         """
-        return self._writer.submit(new).result()
+        return self.submit(new).result()
+
+    def submit(self, new: FeedbackCreate) -> Future[Feedback]:
+        """``add`` without the wait: the future holds what ``add`` would return or raise, set
+        once the record is durable. An event loop awaits it with ``asyncio.wrap_future``,
+        holding no thread meanwhile."""
+        return self._writer.submit(new)
 
     def close(self) -> None:
         """Write what is queued and stop the writer thread."""

@@ -80,6 +80,11 @@ class GroupCommit(Generic[T, R]):
                 return
 
     def _write(self, batch: list[tuple[T, Future[R]]]) -> None:
+        # A future cancelled while queued (its caller went away: an HTTP client that hung up)
+        # is dropped unwritten; the others can no longer be cancelled.
+        batch = [(item, future) for item, future in batch if future.set_running_or_notify_cancel()]
+        if not batch:
+            return
         try:
             outcomes = self._write_batch([item for item, _ in batch])
             assert len(outcomes) == len(batch), "write_batch must return one outcome per item"

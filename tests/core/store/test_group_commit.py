@@ -70,3 +70,16 @@ def test_close_writes_what_is_queued_and_a_later_submit_starts_again() -> None:
     assert all(f.done() for f in futures)
     assert commits.submit(4).result(10) == 40
     commits.close()
+
+
+def test_an_item_cancelled_while_queued_is_not_written() -> None:
+    write = Recorder()
+    commits = GroupCommit(write, "test-writer")
+    first = commits.submit(0)
+    assert write.writing.wait(10)
+    cancelled, kept = commits.submit(2), commits.submit(4)
+    assert cancelled.cancel()
+    write.release.set()
+    assert kept.result(10) == 40 and first.result(10) == 0
+    assert write.batches == [[0], [4]]
+    commits.close()
