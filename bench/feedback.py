@@ -13,7 +13,7 @@ with its own Idempotency-Key:
 
 The two alternate in ``--rounds`` rounds (posts split between them), so that the load of
 other work on a shared machine falls on both alike. The load generator is this process; the
-server is another. Prints requests/s and p50/p99 of each, and feedback's throughput and p99
+server is another. Prints requests/s, p50/p99 and the server's CPU per post of each, and feedback's throughput and p99
 as ratios of the no-op's, against the targets (>= 0.5x the requests/s, p99 <= 3x).
 PostgreSQL is the one at 127.0.0.1:5432 (database ``test``), in a fresh schema dropped after.
 """
@@ -50,11 +50,18 @@ MAX_P99_RATIO = 3.0  # feedback's p99 over the no-op's, at most
 @dataclass
 class Timing:
     seconds: float = 0.0
+    server_cpu: float = 0.0  # seconds of CPU the server process used meanwhile (all threads)
     latencies: list[float] | None = None
 
-    def add(self, seconds: float, latencies: list[float]) -> None:
+    def add(self, seconds: float, latencies: list[float], server_cpu: float) -> None:
         self.seconds += seconds
+        self.server_cpu += server_cpu
         self.latencies = (self.latencies or []) + latencies
+
+    @property
+    def cpu_ms(self) -> float:
+        """Server CPU per post: what a machine shared with other work changes least."""
+        return self.server_cpu / len(self.latencies or [1]) * 1000
 
     @property
     def rps(self) -> float:
@@ -75,6 +82,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(data_dir: Path, base: Path, database_url: str, port: int) -> subprocess.Popen:
@@ -136,7 +149,9 @@ def run_one(database_url: str, base: Path, data_dir: Path, posts: int, clients: 
         for _ in range(rounds):
             for name, path in ROUTES.items():
                 run = uuid.uuid4().hex[:8]
-                timings[name].add(*asyncio.run(post_all(port, path, posts // rounds, clients, run)))
+                cpu = cpu_seconds(server.pid)
+                seconds, latencies = asyncio.run(post_all(port, path, posts // rounds, clients, run))
+                timings[name].add(seconds, latencies, cpu_seconds(server.pid) - cpu)
     finally:
         server.kill()
         server.wait()
@@ -172,10 +187,11 @@ def main() -> None:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     print(f"{args.posts} posts of each kind per database, {args.clients} concurrent clients, "
           f"{args.rounds} alternating rounds")
-    print(f"{'database':<11} {'route':<13} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'database':<11} {'route':<13} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'server CPU ms/post':>19}")
     for label, timings in results.items():
         for name, t in timings.items():
-            print(f"{label:<11} {ROUTES[name]:<13} {t.rps:>7.0f} {t.p50:>8.1f} {t.percentile(0.99):>8.1f}")
+            print(f"{label:<11} {ROUTES[name]:<13} {t.rps:>7.0f} {t.p50:>8.1f} {t.percentile(0.99):>8.1f} "
+                  f"{t.cpu_ms:>19.2f}")
     print(f"feedback vs no-op (targets: req/s >= {MIN_THROUGHPUT_RATIO}x, p99 <= {MAX_P99_RATIO}x)")
     for label, timings in results.items():
         noop, feedback = timings["noop"], timings["feedback"]
