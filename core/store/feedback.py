@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import BinaryIO
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, tuple_
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, InvalidRequest, NotFound
@@ -15,6 +16,7 @@ from core.store import importer
 from core.store.completions import prompts_and_texts
 from core.store.db import Database
 from core.store.formats import ImportLimits, to_preference, to_vertex
+from core.store.group_commit import GroupCommit
 from core.store.models import FeedbackRow, utcnow
 from core.store.records import (
     TIE,
@@ -36,14 +38,68 @@ class FeedbackRepository:
 
     def __init__(self, database: Database):
         self._db = database
+        self._writer: GroupCommit[FeedbackCreate, Feedback] = GroupCommit(self.add_batch, "loraloop-feedback")
 
     def add(self, new: FeedbackCreate) -> Feedback:
         """Validate and store ``new``; InvalidRequest names the bad field.
 
         With an idempotency key, a retry (same key, same body, same use case) returns the
         record stored the first time instead of a second one; the same key with a different
-        body raises Conflict.
+        body raises Conflict. Concurrent calls share transactions (``group_commit``); each
+        returns once the transaction holding its record has committed.
         """
+        return self.submit(new).result()
+
+    def submit(self, new: FeedbackCreate) -> Future[Feedback]:
+        """``add`` without the wait: the future holds what ``add`` would return or raise, set
+        once the record is durable. An event loop awaits it with ``asyncio.wrap_future``,
+        holding no thread meanwhile."""
+        return self._writer.submit(new)
+
+    def close(self) -> None:
+        """Write what is queued and stop the writer thread."""
+        self._writer.close()
+
+    def add_batch(self, news: list[FeedbackCreate]) -> list[Feedback | Exception]:
+        """Add ``news`` in one transaction: one outcome per record, its Feedback or the
+        InvalidRequest/Conflict that refused it alone."""
+        try:
+            with self._db.write() as session:
+                return self._add_all(session, news)
+        except DBAPIError:
+            # A statement failed and took the transaction with it: on PostgreSQL, most likely a
+            # concurrent writer (another replica) committed one of our idempotency keys between
+            # our lookup and our insert. Each record alone tells whose it was.
+            return [_outcome(self._add_alone, new) for new in news]
+
+    def _add_all(self, session: Session, news: list[FeedbackCreate]) -> list[Feedback | Exception]:
+        completions = _completions(session, news)
+        checked = [_checked(new, completions) for new in news]
+        # Stored rows by (use case, key), then also the rows this batch adds: a retry that
+        # arrives in the same batch as its first attempt replays it too.
+        by_key = _find_by_keys(session, [c for c in checked if isinstance(c, ValidFeedback)])
+        now = utcnow()
+        outcomes: list[FeedbackRow | Exception] = []
+        for c in checked:
+            if isinstance(c, Exception):
+                outcomes.append(c)
+                continue
+            key = (c.use_case, c.idempotency_key)
+            earlier = by_key.get(key) if c.idempotency_key is not None else None
+            if earlier is not None:
+                if earlier.id is None:
+                    session.flush()  # added by this batch: the conflict names its id
+                outcomes.append(_conflict(earlier, c) or earlier)
+                continue
+            row = FeedbackRow(**c.row_values(now))
+            session.add(row)
+            outcomes.append(row)
+            if c.idempotency_key is not None:
+                by_key[key] = row
+        session.flush()  # one multi-row INSERT; assigns the ids
+        return [o if isinstance(o, Exception) else to_feedback(o) for o in outcomes]
+
+    def _add_alone(self, new: FeedbackCreate) -> Feedback:
         try:
             with self._db.write() as session:
                 valid = self._validate(session, new)
@@ -164,12 +220,55 @@ def _find_by_key(session: Session, valid: ValidFeedback) -> FeedbackRow | None:
     )
 
 
+def _find_by_keys(session: Session, valid: list[ValidFeedback]) -> dict[tuple[str, str | None], FeedbackRow]:
+    """The stored rows of the batch's (use case, idempotency key) pairs, in one query."""
+    pairs = {(v.use_case, v.idempotency_key) for v in valid if v.idempotency_key is not None}
+    if not pairs:
+        return {}
+    rows = session.scalars(
+        select(FeedbackRow).where(tuple_(FeedbackRow.use_case, FeedbackRow.idempotency_key).in_(pairs))
+    )
+    return {(row.use_case, row.idempotency_key): row for row in rows}
+
+
+def _completions(session: Session, news: list[FeedbackCreate]) -> dict[str, tuple[str, str]]:
+    """(prompt, text) of every logged completion the batch names, in one query."""
+    ids = {
+        i for new in news
+        if new.completion_ids is not None and not isinstance(new.completion_ids, str)
+        for i in new.completion_ids if isinstance(i, str)
+    }
+    return prompts_and_texts(session, ids) if ids else {}
+
+
+def _checked(new: FeedbackCreate, completions: dict[str, tuple[str, str]]) -> ValidFeedback | InvalidRequest:
+    try:
+        return validate_feedback(new, completions)
+    except InvalidRequest as e:
+        return e
+
+
+def _outcome(add: Callable[[FeedbackCreate], Feedback], new: FeedbackCreate) -> Feedback | Exception:
+    try:
+        return add(new)
+    except Exception as e:  # refused or failed: this record's caller gets the error
+        return e
+
+
+def _conflict(existing: FeedbackRow, valid: ValidFeedback) -> Conflict | None:
+    """Conflict when ``valid`` reuses ``existing``'s key for a different body; None for a retry."""
+    if existing.body_sha256 == valid.body_sha256():
+        return None
+    return Conflict(
+        f"idempotency key {valid.idempotency_key!r} was already used for different "
+        f"feedback (id {existing.id}); use a new key for a new record"
+    )
+
+
 def _replay(existing: FeedbackRow, valid: ValidFeedback) -> Feedback:
-    if existing.body_sha256 != valid.body_sha256():
-        raise Conflict(
-            f"idempotency key {valid.idempotency_key!r} was already used for different "
-            f"feedback (id {existing.id}); use a new key for a new record"
-        )
+    conflict = _conflict(existing, valid)
+    if conflict is not None:
+        raise conflict
     return to_feedback(existing)
 
 

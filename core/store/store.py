@@ -58,7 +58,8 @@ class Store:
         return cls.open(settings.database_url, migrate=migrate)
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Write the feedback still queued, then close the connection pool."""
+        self.feedback.close()
         self.database.dispose()
 
     def __enter__(self) -> Store:

@@ -37,7 +37,7 @@ async def add_feedback(
     body: FeedbackCreateRequest, caller: FeedbackCaller, state: StateDep, idempotency_key: IdempotencyKey = None
 ) -> FeedbackPublic:
     """Record which of two completions a person (or a model) prefers."""
-    return await asyncio.to_thread(state.feedback.add, body, idempotency_key, caller)
+    return await state.feedback.add(body, idempotency_key, caller)
 
 
 # The body is capped as it arrives (max_import_bytes, service/body_limit.py), before FastAPI

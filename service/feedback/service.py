@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import BinaryIO
@@ -53,7 +54,7 @@ def import_limits(settings: Settings) -> ImportLimits:
 
 
 class FeedbackService:
-    """Blocking calls (database I/O): the router runs them in a worker thread."""
+    """Blocking calls (database I/O) but ``add``: the router runs them in a worker thread."""
 
     def __init__(
         self, store: Store, completion_log: CompletionLogWriter | None,
@@ -63,11 +64,14 @@ class FeedbackService:
         self.completion_log = completion_log
         self.import_limits = import_limits
 
-    def add(self, body: FeedbackCreateRequest, idempotency_key: str | None, caller: str) -> FeedbackPublic:
+    async def add(self, body: FeedbackCreateRequest, idempotency_key: str | None, caller: str) -> FeedbackPublic:
+        """Store one record; returns once it is durable. Runs on the event loop: the store's
+        group commit writes it (core/store/group_commit.py) while no thread waits for it."""
         if body.completion_ids and self.completion_log is not None:
             # A completion served a moment ago may still sit in the log writer's queue: wait
             # for those named here, not for the whole queue (busy under steady traffic).
-            self.completion_log.wait_for(i for i in body.completion_ids if isinstance(i, str))
+            ids = [i for i in body.completion_ids if isinstance(i, str)]
+            await asyncio.to_thread(self.completion_log.wait_for, ids)
         new = FeedbackCreate(
             use_case=body.use_case, choice=body.choice, prompt=body.prompt,
             candidates=tuple(body.candidates) if body.candidates else None,
@@ -75,7 +79,7 @@ class FeedbackService:
             labeler=body.labeler or caller, source=body.source, metadata=body.metadata,
             idempotency_key=idempotency_key,
         )
-        return feedback_public(self.store.feedback.add(new))
+        return feedback_public(await asyncio.wrap_future(self.store.feedback.submit(new)))
 
     def import_file(
         self, file: BinaryIO, use_case: str, fmt: FeedbackFormat | None, labeler: str,
