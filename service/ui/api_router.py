@@ -26,7 +26,14 @@ from service.auth import Authenticator
 from service.labeling.protocol import QueueCreate, QueueFill
 from service.labeling.service import LabelingService
 from service.ui.service import DashboardService
-from service.ui.sessions import COOKIE, LabelerCaller, PageAdminCaller, Sessions, SignInRequired
+from service.ui.sessions import (
+    COOKIE,
+    LabelerCaller,
+    PageAdminCaller,
+    Sessions,
+    SignInRequired,
+    get_sessions,
+)
 from service.ui.svg import interval_bar, sparkline
 
 HERE = Path(__file__).parent
@@ -41,10 +48,6 @@ def get_dashboard(request: Request) -> DashboardService:
 
 def get_labeling(request: Request) -> LabelingService:
     return request.app.state.services.labeling
-
-
-def get_sessions(request: Request) -> Sessions:
-    return request.app.state.services.sessions
 
 
 DashboardDep = Annotated[DashboardService, Depends(get_dashboard)]
