@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from core.base.folders import base_model_info
 from core.registry import open_registry
+from core.registry.catalog import Catalog
 from core.settings import Settings
 from core.store import Store
 from service.adapters.api_router import router as adapters_router
@@ -29,13 +30,16 @@ from service.labeling.api_router import router as labeling_router
 from service.labeling.service import LabelingService
 from service.limits import install_limits
 from service.metrics import ServiceMetrics
+from service.models.api_router import router as models_router
+from service.models.service import ModelsService
 from service.openai.api_router import router as openai_router
 from service.openai.service import OpenAIService
 from service.openapi import install_openapi
 from service.request_ids import RequestIdMiddleware
 from service.rewards.api_router import router as rewards_router
+from service.rewards.service import RewardService
 from service.state import ServiceState
-from service.ui import pages
+from service.ui.api_router import install as install_pages
 from service.ui.service import DashboardService
 from service.ui.sessions import Sessions
 from service.worker_process import WorkerSupervisor
@@ -44,7 +48,8 @@ log = logging.getLogger(__name__)
 
 
 def build_state(settings: Settings) -> ServiceState:
-    """Every long-lived object, in dependency order."""
+    """Every long-lived object, in dependency order. Each feature's service object gets what
+    it needs here; no feature imports another's service module (pyproject's import contracts)."""
     base_info = base_model_info(settings)
     registry = open_registry(settings, base_info)
     ensure_demo_adapter(settings, registry)
@@ -58,9 +63,12 @@ def build_state(settings: Settings) -> ServiceState:
     openai = OpenAIService(
         engine, metrics, completion_sink=completion_log.submit if completion_log else None
     )
-    adapters = AdapterService(settings, registry, engine)
+    # The registry's adapters in memory, for the adapter and model listings.
+    catalog = Catalog(registry)
+    catalog.start(settings.alias_poll_seconds)
+    adapters = AdapterService(settings, registry, engine, catalog)
     sessions = Sessions(settings)
-    labeling = LabelingService(store, registry, openai, completion_log, sessions)
+    labeling = LabelingService(store, registry, openai.sample, completion_log, sessions.seed)
     return ServiceState(
         settings=settings,
         base_info=base_info,
@@ -70,8 +78,11 @@ def build_state(settings: Settings) -> ServiceState:
         authenticator=Authenticator(
             settings.api_keys, allow_open_access=settings.allow_open_access
         ),
+        catalog=catalog,
         openai=openai,
+        models=ModelsService(base_info, catalog),
         adapters=adapters,
+        rewards=RewardService(engine),
         store=store,
         completion_log=completion_log,
         feedback=FeedbackService(store, completion_log, import_limits(settings)),
@@ -82,7 +93,7 @@ def build_state(settings: Settings) -> ServiceState:
         ),
         sessions=sessions,
         labeling=labeling,
-        dashboard=DashboardService(store, adapters, labeling),
+        dashboard=DashboardService(store, registry, adapters.list),
     )
 
 
@@ -111,11 +122,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.drain = Drain()  # set by `python -m service` on SIGTERM (service/server.py)
     app.add_middleware(DrainMiddleware, drain=app.state.drain)
     for router in (
-        health_router, openai_router, adapters_router, rewards_router, feedback_router,
-        jobs_router, labeling_router,
+        health_router, openai_router, models_router, adapters_router, rewards_router,
+        feedback_router, jobs_router, labeling_router,
     ):
         app.include_router(router)
-    pages.install(app)
+    install_pages(app)
     install_limits(app, settings)
     # Added last, so outermost: every response carries X-Request-ID, refusals included.
     app.add_middleware(RequestIdMiddleware)

@@ -1,8 +1,9 @@
 """The adapter admin API's logic: registry listings joined with the engine's residency,
 uploads, alias moves (followed by the engine at once), load/unload/pin.
 
-Listings come from a catalog of the registry polled every ``alias_poll_seconds`` and refreshed
-after every write through this server, so they cost no registry request."""
+Listings come from a catalog of the registry (built at start-up, polled every
+``alias_poll_seconds``, shared with the models feature) that this service refreshes after
+every write through this server, so they cost no registry request."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from core.adapters import AdapterKind
 from core.errors import NotFound
-from core.names import validate_alias, validate_name
+from core.names import parse_ref, validate_alias, validate_name
 from core.registry import ANY, Manifest, Registry
 from core.registry.catalog import Catalog, CatalogEntry
 from core.settings import Settings
@@ -28,8 +29,6 @@ from service.adapters.protocol import (
 )
 from service.adapters.uploads import Upload, write_upload
 from service.engine import AdapterStatus, Engine
-from service.openai.protocol import ModelList
-from service.openai.service import OpenAIService
 
 
 def version_public(m: Manifest) -> VersionPublic:
@@ -46,15 +45,11 @@ def residency_public(s: AdapterStatus) -> ResidencyPublic:
 
 
 class AdapterService:
-    def __init__(self, settings: Settings, registry: Registry, engine: Engine):
+    def __init__(self, settings: Settings, registry: Registry, engine: Engine, catalog: Catalog):
         self.settings = settings
         self.registry = registry
         self.engine = engine
-        self.catalog = Catalog(registry)
-        self.catalog.start(settings.alias_poll_seconds)
-
-    def close(self) -> None:
-        self.catalog.stop()
+        self.catalog = catalog
 
     # --- reads (blocking: run them in a thread) ---
 
@@ -78,26 +73,19 @@ class AdapterService:
         """Every adapter, from the catalog (no registry request once it is filled)."""
         return [self._public(entry) for entry in self.catalog.adapters()]
 
-    def model_list(self, openai: OpenAIService) -> ModelList:
-        """OpenAI model cards: ``name`` for each policy adapter with a production alias, and
-        ``name@alias`` for each of its aliases (from the catalog)."""
-        cards: list[tuple[str, int]] = []
-        for entry in self.catalog.adapters():
-            if not entry.aliases:
-                continue
-            by_version = {m.version: m for m in entry.versions}
-            manifest = by_version.get(max(entry.aliases.values()))
-            if manifest is None or manifest.kind != "policy":  # None: a manifest skipped as corrupt
-                continue
-            created = int(manifest.created_at.timestamp())
-            if "production" in entry.aliases:
-                cards.append((entry.name, created))
-            cards.extend((f"{entry.name}@{alias}", created) for alias in sorted(entry.aliases))
-        return openai.models(cards)
-
     # --- writes ---
 
-    def publish(
+    async def publish(
+        self, name: str, kind: AdapterKind, uploads: Sequence[Upload], aliases: Sequence[str], created_by: str
+    ) -> VersionPublic:
+        """Publish the uploaded files as the next version of ``name`` and point ``aliases`` at
+        it; the engine follows the aliases at once."""
+        manifest = await asyncio.to_thread(self._publish, name, kind, uploads, aliases, created_by)
+        if aliases:
+            await self.engine.refresh_aliases()  # hot-swap now rather than at the next poll
+        return version_public(manifest)
+
+    def _publish(
         self, name: str, kind: AdapterKind, uploads: Sequence[Upload], aliases: Sequence[str], created_by: str
     ) -> Manifest:
         validate_name(name)
@@ -131,3 +119,14 @@ class AdapterService:
         await asyncio.to_thread(self.catalog.refresh)
         await self.engine.refresh_aliases()
         return AliasPublic(adapter=name, alias=alias, version=None)
+
+    # --- residency in the engine ---
+
+    async def load(self, ref: str) -> ResidencyPublic:
+        return residency_public(await self.engine.load(parse_ref(ref, param="ref")))
+
+    async def pin(self, ref: str, pinned: bool) -> ResidencyPublic:
+        return residency_public(await self.engine.pin(parse_ref(ref, param="ref"), pinned))
+
+    async def unload(self, ref: str) -> None:
+        await self.engine.unload(parse_ref(ref, param="ref"))

@@ -94,6 +94,16 @@ class FeedbackService:
     def export(self, use_case: str, fmt: FeedbackFormat, include_ties: bool) -> Iterator[VertexRow | PreferenceRow]:
         return self.store.feedback.export(use_case, fmt, include_ties=include_ties)
 
+    def create_snapshot(self, use_case: str) -> SnapshotPublic:
+        return snapshot_public(self.store.snapshots.create(use_case))
+
+    def snapshots(self, use_case: str | None) -> list[SnapshotPublic]:
+        """Newest first."""
+        return [snapshot_public(s) for s in self.store.snapshots.list(use_case)]
+
+    def snapshot(self, snapshot_id: str) -> SnapshotPublic:
+        return snapshot_public(self.store.snapshots.get(snapshot_id))
+
     def stats(self, use_case: str | None, a: str | None, b: str | None) -> FeedbackStatsPublic:
         if (a is None) != (b is None):
             raise InvalidRequest("give both a and b to compare two versions", param="b" if a else "a")

@@ -49,6 +49,10 @@ class JobService:
     def get(self, job_id: str) -> JobPublic:
         return self.public(self.store.jobs.get(job_id))
 
+    def state(self, job_id: str) -> JobState:
+        """Only the job's state (no progress or metrics reads): what a log follower polls."""
+        return self.store.jobs.get(job_id).state
+
     def list(
         self, use_case: str | None, states: list[JobState] | None, limit: int, after: str | None
     ) -> JobList:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from core.errors import InvalidRequest
-from core.names import AdapterVersion, model_name, parse_model
+from core.names import model_name
 from core.registry import Registry
 from core.store import LabelingQueue, Store, Verdict, Vote
 from service.completion_log import CompletionLogWriter
@@ -29,12 +31,23 @@ from service.labeling.protocol import (
     QueuePublic,
     VotePublic,
 )
-from service.openai.protocol import CompletionRequest
-from service.openai.service import OpenAIService
-from service.ui.sessions import Sessions
+from service.versions import fixed_version
 
 ShownChoice = str  # "A", "B", "tie", "both_bad" or "skip"
 SHOWN_CHOICES = ("A", "B", "tie", "both_bad", "skip")
+
+# A keyed hash of its arguments: stable for the server's secret, unpredictable without it
+# (the pages' session key, ``Sessions.seed``); it decides which side a labeler sees first.
+KeyedHash = Callable[..., bytes]
+
+
+class Sampler(Protocol):
+    """Generates logged completions (``OpenAIService.sample``): ``n`` of ``prompt`` by
+    ``model`` from one request, as (completion id, text) in choice order."""
+
+    async def __call__(
+        self, model: str, prompt: str, *, n: int, max_tokens: int, temperature: float, seed: int
+    ) -> list[tuple[str, str]]: ...
 
 
 @dataclass(frozen=True)
@@ -72,14 +85,14 @@ class LabelingService:
     """Blocking methods do database I/O (run them in a thread); ``fill_generated`` is async."""
 
     def __init__(
-        self, store: Store, registry: Registry, openai: OpenAIService,
-        completion_log: CompletionLogWriter | None, sessions: Sessions,
+        self, store: Store, registry: Registry, sample: Sampler,
+        completion_log: CompletionLogWriter | None, keyed_hash: KeyedHash,
     ):
         self.store = store
         self.registry = registry
-        self.openai = openai
+        self.sample = sample
         self.completion_log = completion_log
-        self.sessions = sessions
+        self.keyed_hash = keyed_hash
 
     # --- queues ---
 
@@ -112,19 +125,9 @@ class LabelingService:
 
     # --- filling ---
 
-    def version(self, ref: str, param: str) -> AdapterVersion | None:
-        """A fixed version for 'name@N' or an alias (resolved now); None for 'base'."""
-        parsed = parse_model(ref)
-        if parsed is None or isinstance(parsed, AdapterVersion):
-            return parsed
-        aliases = self.registry.aliases(parsed.adapter)
-        if parsed.alias not in aliases:
-            raise InvalidRequest(f"{param}: {parsed.adapter} has no alias {parsed.alias!r}", param=param)
-        return AdapterVersion(parsed.adapter, aliases[parsed.alias])
-
     def fill_from_log(self, queue_id: str, body: QueueFill) -> FillReport:
-        a = self.version(body.a, "a")
-        b = self.version(body.b, "b") if body.b else a  # no b: two samples of a
+        a = fixed_version(self.registry, body.a, "a")
+        b = fixed_version(self.registry, body.b, "b") if body.b else a  # no b: two samples of a
         pairs = [_shuffled(p) for p in self.store.labeling.logged_pairs(queue_id, a, b, body.limit)]
         return FillReport(added=self.store.labeling.add_pairs(queue_id, pairs))
 
@@ -159,22 +162,15 @@ class LabelingService:
         self, model: str, prompt: str, body: QueueFill, seed: int, n: int
     ) -> list[tuple[str, str]]:
         """``n`` logged completions of ``prompt`` by ``model``: (completion id, text) each."""
-        request = CompletionRequest(
-            model=model, prompt=prompt, max_tokens=body.max_tokens,
-            temperature=body.temperature, seed=seed, n=n,
+        return await self.sample(
+            model, prompt, n=n, max_tokens=body.max_tokens, temperature=body.temperature, seed=seed
         )
-        response = await self.openai.completion(request, await self.openai.start_completion(request))
-        pairs = []
-        for choice in sorted(response.choices, key=lambda c: c.index):
-            assert choice.completion_id is not None  # the completion log is on
-            pairs.append((choice.completion_id, choice.text))
-        return pairs
 
     # --- labeling ---
 
     def swapped(self, labeler: str, pair_id: int) -> bool:
         """Whether completion 1 is shown as A to this labeler: stable, unpredictable."""
-        return bool(self.sessions.seed("sides", labeler, pair_id)[0] & 1)
+        return bool(self.keyed_hash("sides", labeler, pair_id)[0] & 1)
 
     def next_item(self, queue_id: str, labeler: str) -> tuple[LabelingQueue, LabelItem | None]:
         labeling = self.store.labeling

@@ -1,4 +1,4 @@
-"""/v1/completions, /v1/chat/completions and /v1/models, as OpenAI serves them."""
+"""/v1/completions and /v1/chat/completions, as OpenAI serves them (/v1/models: service.models)."""
 
 from __future__ import annotations
 
@@ -21,19 +21,23 @@ from service.openai.protocol import (
     ChatCompletionResponse,
     CompletionRequest,
     CompletionResponse,
-    ModelList,
 )
 from service.openai.service import Generation, Generations, OpenAIService
 from service.openapi import ErrorResponse, errors, event_stream
-from service.state import ServiceState, get_state
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["openai"])
-StateDep = Annotated[ServiceState, Depends(get_state)]
 T = TypeVar("T")
 Started = TypeVar("Started", Generation, Generations)
 
 DISCONNECT_POLL_SECONDS = 0.25
+
+
+def get_openai(request: Request) -> OpenAIService:
+    return request.app.state.services.openai
+
+
+OpenAIDep = Annotated[OpenAIService, Depends(get_openai)]
 
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left; nobody reads it
@@ -117,10 +121,9 @@ def _sse(
     "/v1/completions", response_model=CompletionResponse,
     responses=errors(404, 422, 502, 504) | event_stream(CompletionResponse, ErrorResponse),
 )
-async def create_completion(body: CompletionRequest, request: Request, _: InferCaller, state: StateDep):
+async def create_completion(body: CompletionRequest, request: Request, _: InferCaller, serving: OpenAIDep):
     """Complete a prompt with the base model or an adapter (OpenAI-compatible)."""
-    serving: OpenAIService = state.openai
-    timeout = state.settings.request_timeout_seconds
+    timeout = serving.request_timeout_seconds
     deadline = asyncio.get_running_loop().time() + timeout  # covers adapter loading too
     generation = await _start(request, serving.start_completion(body), deadline, timeout)
     if isinstance(generation, Response):
@@ -134,10 +137,11 @@ async def create_completion(body: CompletionRequest, request: Request, _: InferC
     "/v1/chat/completions", response_model=ChatCompletionResponse,
     responses=errors(404, 422, 502, 504) | event_stream(ChatCompletionChunk, ErrorResponse),
 )
-async def create_chat_completion(body: ChatCompletionRequest, request: Request, _: InferCaller, state: StateDep):
+async def create_chat_completion(
+    body: ChatCompletionRequest, request: Request, _: InferCaller, serving: OpenAIDep
+):
     """Answer a conversation with the base model or an adapter (OpenAI-compatible)."""
-    serving: OpenAIService = state.openai
-    timeout = state.settings.request_timeout_seconds
+    timeout = serving.request_timeout_seconds
     deadline = asyncio.get_running_loop().time() + timeout  # covers adapter loading too
     generation = await _start(request, serving.start_chat(body), deadline, timeout)
     if isinstance(generation, Response):
@@ -146,8 +150,3 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
         return _sse(serving.chat_chunks(body, generation), generation, deadline, timeout)
     return await _unless_disconnected(request, serving.chat(body, generation), deadline, timeout)
 
-
-@router.get("/v1/models", response_model=ModelList)
-async def list_models(_: InferCaller, state: StateDep) -> ModelList:
-    """The base model and every adapter with a production alias (OpenAI's model list)."""
-    return await asyncio.to_thread(state.adapters.model_list, state.openai)

@@ -37,8 +37,6 @@ from service.openai.protocol import (
     CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
-    ModelCard,
-    ModelList,
     Prompt,
     SamplingFields,
     TopLogprob,
@@ -139,6 +137,8 @@ class OpenAIService:
         self.metrics = metrics
         self.default_max_tokens = default_max_tokens
         self.completion_sink = completion_sink
+        # The router's deadline for a request, adapter loading included.
+        self.request_timeout_seconds = engine.settings.request_timeout_seconds
         # Tokenizing a large body takes about a second per MB: never on the event loop, and
         # not at all for a text too long to fit: a token covers at most ``longest`` characters
         # (x2: a normalizer may merge characters), so a longer text has too many tokens.
@@ -171,16 +171,6 @@ class OpenAIService:
         if version is not None:
             return model_name(version)
         return requested if requested == BASE_MODEL else self.engine.base_info.model_id
-
-    def models(self, adapters: list[tuple[str, int]]) -> ModelList:
-        created = now()
-        base_id = self.engine.base_info.model_id
-        cards = [ModelCard(id=BASE_MODEL, created=created, root=base_id)]
-        if base_id != BASE_MODEL:
-            cards.append(ModelCard(id=base_id, created=created, root=base_id))
-        for name, created_at in adapters:
-            cards.append(ModelCard(id=name, created=created_at, root=base_id, parent=base_id))
-        return ModelList(data=cards)
 
     # --- generation ---
 
@@ -560,6 +550,22 @@ class OpenAIService:
                 id=completions.id, created=created, model=model, choices=[],
                 usage=_total([_usage(*ended[p * n : (p + 1) * n]) for p in range(len(generations))]),
             ).model_dump()
+
+    async def sample(
+        self, model: str, prompt: str, *, n: int, max_tokens: int, temperature: float, seed: int
+    ) -> list[tuple[str, str]]:
+        """``n`` logged completions of ``prompt`` by ``model`` from one request (one prefill),
+        as (completion id, text) in choice order. Needs the completion log (the ids name
+        logged completions), as generated labeling pairs do."""
+        request = CompletionRequest(
+            model=model, prompt=prompt, max_tokens=max_tokens, temperature=temperature, seed=seed, n=n,
+        )
+        response = await self.completion(request, await self.start_completion(request))
+        samples = []
+        for choice in sorted(response.choices, key=lambda c: c.index):
+            assert choice.completion_id is not None, "sample() needs the completion log"
+            samples.append((choice.completion_id, choice.text))
+        return samples
 
     # --- responses: chat ---
 

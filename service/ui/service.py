@@ -1,73 +1,45 @@
 """What the dashboard shows, read from the registry, the engine and the store.
 
-Jobs are read through the store (``Store.jobs``) until the jobs API (issue 12) lands; the
-metric names plotted per job kind are in ``plots.PLOTS``. Blocking: run in a thread.
+Jobs are read through the store (``Store.jobs``); the metric names plotted per job kind are in
+``plots.PLOTS``. The adapter listing (with the engine's residency) is the adapters feature's,
+injected as a function. Blocking: run in a thread.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from core.errors import InvalidRequest
 from core.names import BASE_MODEL, AdapterVersion
+from core.registry import Registry
 from core.store import FeedbackSource, Job, Store
 from core.store.stats import (
     DEFAULT_MIN_HUMAN_VOTES,
     DEFAULT_MIN_HUMAN_WIN_LOWER_BOUND,
-    HumanWinVerdict,
     human_win_verdict,
 )
 from service.adapters.protocol import AdapterPublic
-from service.adapters.service import AdapterService
-from service.labeling.service import LabelingService
 from service.ui.plots import PLOTS, PlotSpec
+from service.ui.protocol import Comparison, JobRow, Plot
+from service.versions import fixed_version
 
 JOBS_SHOWN = 50
 GATE_KEYS = ("min_human_votes", "min_human_win_lower_bound")
 
 
-@dataclass(frozen=True)
-class Plot:
-    title: str
-    metric: str | None  # the name found, None when the job logged none of the spec's names
-    steps: list[int]
-    values: list[float | None]  # None where the value was not finite (uPlot draws a gap)
-
-
-@dataclass(frozen=True)
-class JobRow:
-    job: Job
-    spark: list[float]  # the first plot's series, for a sparkline
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Candidate against production of one adapter: the online promotion gate on human votes,
-    and the reward model's win rate from the candidate's evaluation."""
-
-    adapter: str
-    candidate: AdapterVersion | None  # None: the base model
-    production: AdapterVersion | None
-    human: HumanWinVerdict
-    gate_source: str  # where the gate's thresholds came from
-    reward_model_win_rate: float | None
-    reward_model_source: str  # "judged pairs" (model feedback) or "evaluation" (version metrics)
-    # Whether the job worker moves production when the gate passes: the candidate's run asked
-    # for promotion on votes (training/jobs/promotions.py); None for a version pair picked by hand.
-    automatic: bool | None = None
-
-
 class DashboardService:
-    def __init__(self, store: Store, adapters: AdapterService, labeling: LabelingService):
+    def __init__(
+        self, store: Store, registry: Registry, list_adapters: Callable[[], list[AdapterPublic]]
+    ):
         self.store = store
-        self.adapters = adapters
-        self.labeling = labeling
+        self.registry = registry
+        self.list_adapters = list_adapters  # AdapterService.list
 
     def adapter_list(self) -> list[AdapterPublic]:
-        return self.adapters.list()
+        return self.list_adapters()
 
     def jobs(self) -> list[JobRow]:
         rows = []
@@ -149,4 +121,5 @@ class DashboardService:
         }, "default gate (no job configures min_human_votes / min_human_win_lower_bound)"
 
     def version(self, ref: str, param: str) -> AdapterVersion | None:
-        return self.labeling.version(ref, param)
+        """A version to compare: 'name@N', or an alias as it points now; None for 'base'."""
+        return fixed_version(self.registry, ref, param)

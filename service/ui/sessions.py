@@ -65,6 +65,10 @@ class Sessions:
         return hmac.new(self._secret, "\x00".join(map(str, parts)).encode(), hashlib.sha256).digest()
 
 
+def get_sessions(request: Request) -> Sessions:
+    return request.app.state.services.sessions
+
+
 class SignInRequired(Exception):
     """Raised by a page dependency; the pages answer with a redirect to the sign-in form."""
 
@@ -81,8 +85,7 @@ def page_caller(scope: Scope):
             caller = authenticator.caller(None, scope, request.client.host if request.client else None)
             take_token(request, caller, open_access=True)
             return caller
-        sessions: Sessions = request.app.state.services.sessions
-        name = sessions.name(request.cookies.get(COOKIE))
+        name = get_sessions(request).name(request.cookies.get(COOKIE))
         if name is None:
             raise SignInRequired(request.url.path)
         try:

@@ -1,7 +1,10 @@
 """/ui (dashboard) and /ui/label (the labeling page): server-rendered Jinja2 pages, htmx for
 the vote, uPlot for job plots; the scripts are vendored files under /ui/static (no network).
 
-Routers stay thin: every read and write goes through the labeling and dashboard services.
+Routers stay thin: every read and write goes through a service object. The ui is the one
+feature that composes others: the labeling pages are the labeling feature's HTML face and call
+its service object (``LabelingService``, public methods only); the dashboard calls this
+feature's ``DashboardService``. No other feature imports the ui (pyproject's import contracts).
 """
 
 from __future__ import annotations
@@ -21,15 +24,35 @@ from core.errors import LoraloopError
 from core.settings import Scope
 from service.auth import Authenticator
 from service.labeling.protocol import QueueCreate, QueueFill
-from service.state import ServiceState, get_state
-from service.ui.sessions import COOKIE, LabelerCaller, PageAdminCaller, SignInRequired
+from service.labeling.service import LabelingService
+from service.ui.service import DashboardService
+from service.ui.sessions import (
+    COOKIE,
+    LabelerCaller,
+    PageAdminCaller,
+    Sessions,
+    SignInRequired,
+    get_sessions,
+)
 from service.ui.svg import interval_bar, sparkline
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.globals.update(sparkline=sparkline, interval_bar=interval_bar)
 router = APIRouter(prefix="/ui", include_in_schema=False)
-StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+def get_dashboard(request: Request) -> DashboardService:
+    return request.app.state.services.dashboard
+
+
+def get_labeling(request: Request) -> LabelingService:
+    return request.app.state.services.labeling
+
+
+DashboardDep = Annotated[DashboardService, Depends(get_dashboard)]
+LabelingDep = Annotated[LabelingService, Depends(get_labeling)]
+SessionsDep = Annotated[Sessions, Depends(get_sessions)]
 
 
 def install(app: FastAPI) -> None:
@@ -77,7 +100,8 @@ async def login_form(request: Request, next: str = "/ui/label") -> HTMLResponse:
 
 @router.post("/login")
 async def login(
-    request: Request, state: StateDep, key: Annotated[str, Form()], next: Annotated[str, Form()] = "/ui/label"
+    request: Request, sessions: SessionsDep, key: Annotated[str, Form()],
+    next: Annotated[str, Form()] = "/ui/label",
 ) -> Response:
     authenticator: Authenticator = request.app.state.authenticator
     client = request.client.host if request.client else None
@@ -88,7 +112,7 @@ async def login(
             request, "login.html", {"next": safe_next(next), "error": error.detail}, status_code=error.status_code
         )
     response = RedirectResponse(safe_next(next), status_code=303)
-    state.sessions.issue(response, name, secure=request.url.scheme == "https")
+    sessions.issue(response, name, secure=request.url.scheme == "https")
     return response
 
 
@@ -103,20 +127,20 @@ async def logout() -> Response:
 
 
 @router.get("/label", response_class=HTMLResponse)
-async def label_index(request: Request, caller: LabelerCaller, state: StateDep) -> HTMLResponse:
-    queues = await asyncio.to_thread(state.labeling.queues)
+async def label_index(request: Request, caller: LabelerCaller, labeling: LabelingDep) -> HTMLResponse:
+    queues = await asyncio.to_thread(labeling.queues)
     return page(request, "label_index.html", caller, queues=queues, error=request.query_params.get("error"))
 
 
 @router.post("/label/queues")
 async def create_queue(
-    caller: PageAdminCaller, state: StateDep, use_case: Annotated[str, Form()],
+    caller: PageAdminCaller, labeling: LabelingDep, use_case: Annotated[str, Form()],
     name: Annotated[str, Form()] = "", guidelines: Annotated[str, Form()] = "",
     overlap: Annotated[int, Form()] = 1,
 ) -> Response:
     try:
         body = QueueCreate(use_case=use_case, name=name, guidelines=guidelines, overlap=overlap)
-        await asyncio.to_thread(state.labeling.create_queue, body, caller)
+        await asyncio.to_thread(labeling.create_queue, body, caller)
     except (LoraloopError, ValueError) as error:
         return RedirectResponse(f"/ui/label?error={quote(str(error))}", status_code=303)
     return RedirectResponse("/ui/label", status_code=303)
@@ -124,7 +148,7 @@ async def create_queue(
 
 @router.post("/label/{queue_id}/pairs")
 async def fill_queue(
-    queue_id: str, caller: PageAdminCaller, state: StateDep,
+    queue_id: str, caller: PageAdminCaller, labeling: LabelingDep,
     source: Annotated[str, Form()], a: Annotated[str, Form()], b: Annotated[str, Form()] = "",
     prompts: Annotated[str, Form()] = "", limit: Annotated[int, Form()] = 20,
 ) -> Response:
@@ -134,9 +158,9 @@ async def fill_queue(
             prompts=[p.strip() for p in prompts.split("\n---\n") if p.strip()],
         )
         if body.source == "generate":
-            report = await state.labeling.fill_generated(queue_id, body)
+            report = await labeling.fill_generated(queue_id, body)
         else:
-            report = await asyncio.to_thread(state.labeling.fill_from_log, queue_id, body)
+            report = await asyncio.to_thread(labeling.fill_from_log, queue_id, body)
     except (LoraloopError, ValueError) as error:
         return RedirectResponse(f"/ui/label?error={quote(str(error))}", status_code=303)
     note = f"added {report.added} pairs" + (f", skipped {report.skipped}" if report.skipped else "")
@@ -144,23 +168,23 @@ async def fill_queue(
 
 
 @router.get("/label/{queue_id}", response_class=HTMLResponse)
-async def label(request: Request, queue_id: str, caller: LabelerCaller, state: StateDep) -> HTMLResponse:
-    queue, item = await asyncio.to_thread(state.labeling.next_item, queue_id, caller)
+async def label(request: Request, queue_id: str, caller: LabelerCaller, labeling: LabelingDep) -> HTMLResponse:
+    queue, item = await asyncio.to_thread(labeling.next_item, queue_id, caller)
     return page(request, "label.html", caller, queue=queue, item=item, reveal=None)
 
 
 @router.post("/label/{queue_id}/votes", response_class=HTMLResponse)
 async def vote(
-    request: Request, queue_id: str, caller: LabelerCaller, state: StateDep,
+    request: Request, queue_id: str, caller: LabelerCaller, labeling: LabelingDep,
     pair_id: Annotated[int, Form()], choice: Annotated[str, Form()],
     shown_at_ms: Annotated[int | None, Form()] = None, rationale: Annotated[str, Form()] = "",
 ) -> Response:
     reveal = await asyncio.to_thread(
-        state.labeling.vote, queue_id, caller, pair_id, choice, shown_at_ms, rationale
+        labeling.vote, queue_id, caller, pair_id, choice, shown_at_ms, rationale
     )
     if not request.headers.get("HX-Request"):  # a plain form post (no script): back to the page
         return RedirectResponse(f"/ui/label/{queue_id}", status_code=303)
-    queue, item = await asyncio.to_thread(state.labeling.next_item, queue_id, caller)
+    queue, item = await asyncio.to_thread(labeling.next_item, queue_id, caller)
     return templates.TemplateResponse(request, "_pair.html", {"queue": queue, "item": item, "reveal": reveal})
 
 
@@ -169,16 +193,16 @@ async def vote(
 
 @router.get("", response_class=HTMLResponse)
 async def dashboard(
-    request: Request, caller: LabelerCaller, state: StateDep, a: str | None = None, b: str | None = None
+    request: Request, caller: LabelerCaller, dashboard: DashboardDep, a: str | None = None, b: str | None = None
 ) -> HTMLResponse:
-    adapters = await asyncio.to_thread(state.dashboard.adapter_list)
-    jobs = await asyncio.to_thread(state.dashboard.jobs)
-    comparisons = await asyncio.to_thread(state.dashboard.comparisons, adapters)
+    adapters = await asyncio.to_thread(dashboard.adapter_list)
+    jobs = await asyncio.to_thread(dashboard.jobs)
+    comparisons = await asyncio.to_thread(dashboard.comparisons, adapters)
     chosen, error = None, None
     if a and b:
         try:
             chosen = await asyncio.to_thread(
-                state.dashboard.compare, state.dashboard.version(a, "a"), state.dashboard.version(b, "b")
+                dashboard.compare, dashboard.version(a, "a"), dashboard.version(b, "b")
             )
         except LoraloopError as e:
             error = str(e)
@@ -189,7 +213,7 @@ async def dashboard(
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-async def job(request: Request, job_id: str, caller: LabelerCaller, state: StateDep) -> HTMLResponse:
-    job, plots = await asyncio.to_thread(state.dashboard.job, job_id)
+async def job(request: Request, job_id: str, caller: LabelerCaller, dashboard: DashboardDep) -> HTMLResponse:
+    job, plots = await asyncio.to_thread(dashboard.job, job_id)
     data = [{"title": p.title, "metric": p.metric, "x": p.steps, "y": p.values} for p in plots]
     return page(request, "job.html", caller, job=job, plots=plots, plot_data=json.dumps(data).replace("<", "\\u003c"))
