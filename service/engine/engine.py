@@ -119,6 +119,7 @@ class Engine:
             self.lora, weights.read, self._loads,
             max_host_adapters=settings.max_host_adapters, events=events,
         )
+        # The engine thread sleeps on it; the scheduler sets it when a load finishes.
         wakeup = threading.Event()
         decoder = Decoder(self.model)
         self.kv_cache = KVCache(
