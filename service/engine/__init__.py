@@ -12,7 +12,8 @@ Public API::
 """
 
 from service.engine.adapters import AdapterStatus
-from service.engine.engine import Engine, EngineClosed, EngineStats
+from service.engine.admission import EngineClosed
+from service.engine.engine import Engine, EngineStats
 from service.engine.hotswap import AliasMove
 from service.engine.request import FinishReason, GenerationResult, TokenEvent, Usage
 from service.engine.sampling import SamplingParams

@@ -9,6 +9,8 @@ moved it first loads the new version (``warm``), and only then switches the mapp
 - a new version that fails to load is logged (once) and skipped; the alias keeps serving the
   old one, and the new version is tried again with exponential backoff (WARM_RETRY_FIRST
   doubling up to WARM_RETRY_MAX), not on every poll, so no request fails because of a swap.
+
+Versions' manifests come from the engine's ``ManifestCache`` (``manifests.py``).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.names import AdapterAlias, AdapterVersion, Reference
+from core.names import AdapterAlias, AdapterVersion
 from core.polling import Poller
 from core.registry import Manifest, Registry
 from service.engine.events import EngineEvents, NoEvents
+from service.engine.manifests import ManifestCache
 
 log = logging.getLogger(__name__)
 
@@ -48,49 +51,39 @@ class AliasMove:
 
 class AliasFollower:
     def __init__(
-        self, registry: Registry, warm: Callable[[Manifest], None], events: EngineEvents | None = None
+        self,
+        registry: Registry,
+        manifests: ManifestCache,
+        warm: Callable[[Manifest], None],
+        events: EngineEvents | None = None,
     ):
         self.registry = registry
+        self.manifests = manifests
         self.warm = warm  # blocking: loads a version so that serving it is instant
         self.events: EngineEvents = events or NoEvents()
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._aliases: dict[AdapterAlias, Manifest] = {}
-        # versions are immutable: their manifests are cached forever
-        self._manifests: dict[AdapterVersion, Manifest] = {}
         self._failures: dict[AdapterVersion, _WarmFailure] = {}  # versions that failed to warm
         self.clock: Callable[[], float] = time.monotonic
         self._poller = Poller("loraloop-aliases", self.refresh, "alias refresh failed")
 
-    def resolve(self, ref: Reference) -> Manifest:
-        """The manifest a version or an alias serves now (blocking I/O on a first use;
-        NotFound if unknown). Aliases seen here are followed from then on."""
-        if isinstance(ref, AdapterVersion):
-            return self.manifest(ref)
+    def resolve(self, ref: AdapterAlias) -> Manifest:
+        """The manifest an alias serves now (blocking I/O on a first use; NotFound if
+        unknown). Aliases seen here are followed from then on."""
         with self._lock:
             known = self._aliases.get(ref)
         if known is not None:
             return known
         manifest = self.registry.resolve(ref)
+        self.manifests.remember(manifest)
         with self._lock:
-            self._manifests.setdefault(manifest.adapter_version, manifest)
             return self._aliases.setdefault(ref, manifest)
 
-    def cached(self, ref: Reference) -> Manifest | None:
+    def cached(self, ref: AdapterAlias) -> Manifest | None:
         """What ``resolve(ref)`` returns if it needs no I/O, else None (no I/O here)."""
         with self._lock:
-            if isinstance(ref, AdapterVersion):
-                return self._manifests.get(ref)
             return self._aliases.get(ref)
-
-    def manifest(self, key: AdapterVersion) -> Manifest:
-        with self._lock:
-            known = self._manifests.get(key)
-        if known is None:
-            known = self.registry.resolve(key)
-            with self._lock:
-                self._manifests[key] = known
-        return known
 
     def aliases_of(self) -> dict[AdapterVersion, list[str]]:
         """Which followed aliases point at each version now."""
@@ -131,7 +124,7 @@ class AliasFollower:
                     if failure is not None and self.clock() < failure.retry_at:
                         continue  # backing off: not fetched again on every poll
                     try:
-                        new = self.manifest(key)
+                        new = self.manifests.get(key)
                         self.warm(new)
                     except Exception:
                         delay = WARM_RETRY_FIRST if failure is None else failure.delay * 2

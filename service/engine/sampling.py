@@ -123,6 +123,18 @@ class SamplingParams:
         return torch.Generator(device=device).manual_seed(seed)
 
 
+def choice_generator(
+    params: SamplingParams, index: int, device: torch.device
+) -> torch.Generator:
+    """Choice ``index``'s random stream: choice 0 draws as a request with ``params.seed``
+    alone does; the others from seeds mixed from (seed, index), so a seeded call for n
+    choices is reproducible and its choices differ."""
+    if params.seed is None or index == 0:
+        return params.generator(device)
+    mixed = (params.seed + index * 0x9E3779B97F4A7C15) & ((1 << 64) - 1)  # golden-ratio step
+    return torch.Generator(device=device).manual_seed(mixed)
+
+
 def mask_top_k(logits: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
     """Keep each row's ``top_k`` largest logits (0 keeps all). logits [B, V], top_k [B]."""
     vocab = logits.shape[-1]

@@ -131,6 +131,11 @@ class Scheduler:
     def num_waiting(self) -> int:
         return len(self.waiting)
 
+    def waiting_requests(self) -> list[Request]:
+        """The queue as it is now (a copy)."""
+        with self._lock:
+            return list(self.waiting)
+
     def has_work(self) -> bool:
         return bool(
             self.running
