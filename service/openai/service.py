@@ -330,17 +330,21 @@ class OpenAIService:
     async def _observed(self, generation: Generation) -> AsyncIterator[TokenEvent]:
         """The events, measured for /metrics; each choice is logged when it finishes."""
         name = self.metrics.model_name
+        # the labelled series once per request, not a locked lookup per token
+        inter_token = self.metrics.inter_token_latency.labels(name)
         last = [generation.started] * generation.n
         text: list[list[str]] = [[] for _ in range(generation.n)]
+        first = True
         async for event in generation.events:
             if generation.prompt_only:
                 event = _without_token(event)
             now_ = time.monotonic()
             i = event.index
-            if not any(text):
+            if first:
                 self.metrics.time_to_first_token.labels(name).observe(now_ - generation.started)
+                first = False
             elif text[i]:
-                self.metrics.inter_token_latency.labels(name).observe(now_ - last[i])
+                inter_token.observe(now_ - last[i])
             last[i] = now_
             text[i].append(event.text)
             if event.finish_reason is not None:
@@ -535,7 +539,9 @@ class OpenAIService:
             completion_ids=ids,
         )
 
-    async def completion_chunks(self, request: CompletionRequest, completions: Generations) -> AsyncGenerator[dict, None]:
+    async def completion_chunks(
+        self, request: CompletionRequest, completions: Generations
+    ) -> AsyncGenerator[CompletionResponse, None]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         created = now()
         generations, n = completions.generations, completions.n
@@ -553,13 +559,13 @@ class OpenAIService:
                 yield CompletionResponse(
                     id=completions.id, created=created, model=model, choices=[choice],
                     completion_id=choice.completion_id,
-                ).model_dump()
+                )
         if include_usage and all(e is not None for e in lasts):
             ended = [e for e in lasts if e is not None]
             yield CompletionResponse(
                 id=completions.id, created=created, model=model, choices=[],
                 usage=_total([_usage(*ended[p * n : (p + 1) * n]) for p in range(len(generations))]),
-            ).model_dump()
+            )
 
     # --- responses: chat ---
 
@@ -597,7 +603,9 @@ class OpenAIService:
             completion_ids=ids,
         )
 
-    async def chat_chunks(self, request: ChatCompletionRequest, generation: Generation) -> AsyncGenerator[dict, None]:
+    async def chat_chunks(
+        self, request: ChatCompletionRequest, generation: Generation
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         created = now()
         opened: set[int] = set()
@@ -608,7 +616,7 @@ class OpenAIService:
                 yield ChatCompletionChunk(
                     id=generation.id, created=created, model=model,
                     choices=[ChatChunkChoice(index=e.index, delta=ChatDelta(role="assistant", content=""))],
-                ).model_dump()
+                )
                 opened.add(e.index)
             yield ChatCompletionChunk(
                 id=generation.id, created=created, model=model,
@@ -619,13 +627,13 @@ class OpenAIService:
                     finish_reason=e.finish_reason,
                 )],
                 completion_id=self._logging_id(generation, e.index) if e.finish_reason else None,
-            ).model_dump()
+            )
             if e.finish_reason is not None:
                 lasts.append(e)
                 if include_usage and len(lasts) == generation.n:
                     yield ChatCompletionChunk(
                         id=generation.id, created=created, model=model, choices=[], usage=_usage(*lasts)
-                    ).model_dump()
+                    )
 
 
 def _total(usages: list[Usage]) -> Usage:
