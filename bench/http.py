@@ -228,7 +228,7 @@ def in_process(engine, prompts: list[list[int]], adapters: list[str | None], str
 # --- the workload ---
 
 def conversations(seed: int = 0) -> list[list[dict]]:
-    """32 distinct one-turn chats of 12 words (40-50 tokens once templated: the bench
+    """32 distinct one-turn chats of 12 words (35-46 tokens once templated: the bench
     tokenizer's vocabulary is small)."""
     rng = random.Random(seed)
     return [[{"role": "user", "content": " ".join(rng.choice(WORDS) for _ in range(12))}] for _ in range(REQUESTS)]
@@ -324,6 +324,11 @@ def main() -> None:
             over_http(label, client, url, pid, bodies, mode == "stream")
         in_process(engine, prompts, list(names), True)
 
+        idle = {name: process_cpu(pid) for name, pid in (("ours", ours.pid), ("peer", peer.pid))}
+        time.sleep(3)  # what each server burns with no request at all (a polling thread shows)
+        print("idle servers, CPU cores used: " + ", ".join(
+            f"{name} {(process_cpu(pid) - idle[name]) / 3:.2f}" for name, pid in (("ours", ours.pid), ("peer", peer.pid))
+        ), flush=True)
         rounds: list[dict[tuple[str, str], Measure]] = []
         keys = list(workloads)
         for r in range(args.rounds):

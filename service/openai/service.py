@@ -310,17 +310,19 @@ class OpenAIService:
             raise
         return Generations(generations)
 
+    def _encode_chat(self, messages: list[dict]) -> tuple[str, list[int]]:
+        """(text, token ids) of a templated conversation, in one trip to the tokenizer pool."""
+        # tokenize=True, return_dict=False: the ids of one conversation; decode gives one string.
+        prompt_ids = cast(list[int], self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        ))
+        return cast(str, self.tokenizer.decode(prompt_ids)), prompt_ids
+
     async def start_chat(self, request: ChatCompletionRequest) -> Generation:
         adapter = self.adapter_of(request.model)
         messages = [m.model_dump() for m in request.messages]
         self._check_length(sum(len(m.content) for m in request.messages))
-        # tokenize=True, return_dict=False: the ids of one conversation; decode gives one string.
-        prompt_ids = cast(list[int], await self._off_loop(
-            lambda: self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-        ))
-        prompt = cast(str, await self._off_loop(lambda: self.tokenizer.decode(prompt_ids)))
+        prompt, prompt_ids = await self._off_loop(lambda: self._encode_chat(messages))
         best_of = await self._best_of(request)
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         max_tokens = request.max_completion_tokens or request.max_tokens or self._rest_of_context(prompt_ids)
