@@ -36,7 +36,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.engine import RANK, build_adapters
+from bench.engine import RANK, _busy_seconds, build_adapters
 from bench.http_profile import profile_server
 from bench.models import build_bench_llama
 from core.base.folders import base_model_info
@@ -125,13 +125,6 @@ def start_peer(cli: Path, model_dir: Path, port: int, log: Path) -> subprocess.P
 
 
 # --- measuring ---
-
-def _busy_seconds() -> float:
-    """CPU seconds all processes spent busy since boot (from /proc/stat)."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
 
 def process_cpu(pid: int) -> float:
     """CPU seconds (user + system, all threads) of process ``pid`` so far."""
