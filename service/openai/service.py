@@ -300,17 +300,19 @@ class OpenAIService:
             raise
         return Generations(generations)
 
+    def _encode_chat(self, messages: list[dict]) -> tuple[str, list[int]]:
+        """(text, token ids) of a templated conversation, in one trip to the tokenizer pool."""
+        # tokenize=True, return_dict=False: the ids of one conversation; decode gives one string.
+        prompt_ids = cast(list[int], self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        ))
+        return cast(str, self.tokenizer.decode(prompt_ids)), prompt_ids
+
     async def start_chat(self, request: ChatCompletionRequest) -> Generation:
         adapter = self.adapter_of(request.model)
         messages = [m.model_dump() for m in request.messages]
         self._check_length(sum(len(m.content) for m in request.messages))
-        # tokenize=True, return_dict=False: the ids of one conversation; decode gives one string.
-        prompt_ids = cast(list[int], await self._off_loop(
-            lambda: self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-        ))
-        prompt = cast(str, await self._off_loop(lambda: self.tokenizer.decode(prompt_ids)))
+        prompt, prompt_ids = await self._off_loop(lambda: self._encode_chat(messages))
         best_of = await self._best_of(request)
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         max_tokens = request.max_completion_tokens or request.max_tokens or self._rest_of_context(prompt_ids)
@@ -320,17 +322,21 @@ class OpenAIService:
     async def _observed(self, generation: Generation) -> AsyncIterator[TokenEvent]:
         """The events, measured for /metrics; each choice is logged when it finishes."""
         name = self.metrics.model_name
+        # the labelled series once per request, not a locked lookup per token
+        inter_token = self.metrics.inter_token_latency.labels(name)
         last = [generation.started] * generation.n
         text: list[list[str]] = [[] for _ in range(generation.n)]
+        first = True
         async for event in generation.events:
             if generation.prompt_only:
                 event = _without_token(event)
             now_ = time.monotonic()
             i = event.index
-            if not any(text):
+            if first:
                 self.metrics.time_to_first_token.labels(name).observe(now_ - generation.started)
+                first = False
             elif text[i]:
-                self.metrics.inter_token_latency.labels(name).observe(now_ - last[i])
+                inter_token.observe(now_ - last[i])
             last[i] = now_
             text[i].append(event.text)
             if event.finish_reason is not None:
@@ -525,7 +531,9 @@ class OpenAIService:
             completion_ids=ids,
         )
 
-    async def completion_chunks(self, request: CompletionRequest, completions: Generations) -> AsyncGenerator[dict, None]:
+    async def completion_chunks(
+        self, request: CompletionRequest, completions: Generations
+    ) -> AsyncGenerator[CompletionResponse, None]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         created = now()
         generations, n = completions.generations, completions.n
@@ -543,13 +551,13 @@ class OpenAIService:
                 yield CompletionResponse(
                     id=completions.id, created=created, model=model, choices=[choice],
                     completion_id=choice.completion_id,
-                ).model_dump()
+                )
         if include_usage and all(e is not None for e in lasts):
             ended = [e for e in lasts if e is not None]
             yield CompletionResponse(
                 id=completions.id, created=created, model=model, choices=[],
                 usage=_total([_usage(*ended[p * n : (p + 1) * n]) for p in range(len(generations))]),
-            ).model_dump()
+            )
 
     async def sample(
         self, model: str, prompt: str, *, n: int, max_tokens: int, temperature: float, seed: int
@@ -603,7 +611,9 @@ class OpenAIService:
             completion_ids=ids,
         )
 
-    async def chat_chunks(self, request: ChatCompletionRequest, generation: Generation) -> AsyncGenerator[dict, None]:
+    async def chat_chunks(
+        self, request: ChatCompletionRequest, generation: Generation
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         created = now()
         opened: set[int] = set()
@@ -614,7 +624,7 @@ class OpenAIService:
                 yield ChatCompletionChunk(
                     id=generation.id, created=created, model=model,
                     choices=[ChatChunkChoice(index=e.index, delta=ChatDelta(role="assistant", content=""))],
-                ).model_dump()
+                )
                 opened.add(e.index)
             yield ChatCompletionChunk(
                 id=generation.id, created=created, model=model,
@@ -625,13 +635,13 @@ class OpenAIService:
                     finish_reason=e.finish_reason,
                 )],
                 completion_id=self._logging_id(generation, e.index) if e.finish_reason else None,
-            ).model_dump()
+            )
             if e.finish_reason is not None:
                 lasts.append(e)
                 if include_usage and len(lasts) == generation.n:
                     yield ChatCompletionChunk(
                         id=generation.id, created=created, model=model, choices=[], usage=_usage(*lasts)
-                    ).model_dump()
+                    )
 
 
 def _total(usages: list[Usage]) -> Usage:
