@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from core.base.folders import SMOLLM2
-from tests.service.http.conftest import free_port
+from tests.ports import free_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -11,25 +11,7 @@ from core.base.info import BaseModelInfo
 from core.registry import Registry, open_registry
 from core.settings import Settings
 from tests.adapters import make_adapter
-
-
-def updated(settings: Settings, **update) -> Settings:
-    """A validated copy (model_copy alone would skip validation, e.g. of SecretStr)."""
-    return Settings(**{**settings.model_dump(), **update})
-
-
-def s3_settings(settings: Settings, server, bucket: str, **update) -> Settings:
-    return updated(
-        settings,
-        **{
-            "registry_url": f"s3://{bucket}/registry",
-            "s3_endpoint_url": server.endpoint_url,
-            "s3_region": server.region,
-            "s3_access_key_id": server.access_key,
-            "s3_secret_access_key": server.secret_key,
-            **update,
-        },
-    )
+from tests.settings_variants import s3_settings
 
 
 @pytest.fixture(params=["local", "s3"])

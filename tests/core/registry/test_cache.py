@@ -15,8 +15,7 @@ import pytest
 from core.hashing import sha256_file
 from core.registry import Registry, open_registry
 from core.settings import Settings
-from tests.core.registry.conftest import updated
-from tests.core.registry.test_crash import settings_env
+from tests.settings_variants import settings_env, updated
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.http.conftest import FEEDBACK_KEY, INFER_KEY, auth
-from tests.service.http.test_errors import assert_error
+from tests.api_keys import FEEDBACK_KEY, INFER_KEY, auth
+from tests.http_errors import assert_error
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from core.settings import Settings
-from tests.service.http.conftest import FEEDBACK_KEY, auth
-from tests.service.http.test_errors import assert_error
+from tests.api_keys import FEEDBACK_KEY, auth
+from tests.http_errors import assert_error
 
 MAX_UPLOAD = 64 << 10
 MAX_DECOMPRESSED = 1 << 20

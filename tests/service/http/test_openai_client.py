@@ -6,7 +6,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.service.http.conftest import ADMIN_KEY, INFER_KEY
+from tests.api_keys import ADMIN_KEY, INFER_KEY
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ from core.base.checkpoint import load_tokenizer
 from core.base.folders import base_model_info
 from core.registry import open_registry
 from service.engine import SamplingParams
-from tests.service.engine.test_penalties import reference_greedy
-from tests.service.http.conftest import FEEDBACK_KEY, INFER_KEY, auth
-from tests.service.http.test_errors import assert_error
+from tests.api_keys import FEEDBACK_KEY, INFER_KEY, auth
+from tests.http_errors import assert_error
+from tests.service.engine.reference import reference_greedy
 
 
 @pytest.fixture
