@@ -29,6 +29,7 @@ pytest_plugins = [
     "tests.fixtures.databases",  # database_url (SQLite and PostgreSQL), postgres_admin, private_postgres
     "tests.fixtures.s3",  # seaweedfs, moto_s3, s3_bucket, moto_bucket
     "tests.fixtures.shared_data",  # hh_rlhf
+    "tests.fixtures.adapters",  # adapter_dir, reward_dir, new_adapter (folders on the tiny Llama)
     "tests.fixtures.http_server",  # server_settings, base_url (a server per test module)
 ]
 
