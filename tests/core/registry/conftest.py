@@ -22,3 +22,11 @@ def registry_settings(request, settings: Settings) -> Settings:
 @pytest.fixture
 def registry(registry_settings: Settings, base_info: BaseModelInfo) -> Registry:
     return open_registry(registry_settings, base_info)
+
+
+@pytest.fixture
+def three_versions(registry: Registry, new_adapter) -> Registry:
+    """The registry holding versions 1, 2 and 3 of ``summarize`` (no aliases)."""
+    for seed in range(3):
+        registry.publish(new_adapter(seed=seed), "summarize")
+    return registry

@@ -11,14 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api_keys import FEEDBACK_KEY, INFER_KEY, auth
+from tests.api_keys import INFER_KEY, auth
 from tests.http_errors import assert_error
-
-
-@pytest.fixture
-def labeler(base_url):
-    with httpx.Client(base_url=base_url, headers=auth(FEEDBACK_KEY), timeout=60) as c:
-        yield c
 
 
 def complete(client, model: str, prompt: str, seed: int) -> dict:
