@@ -1,5 +1,8 @@
 """Fixtures shared by every test package: settings on a temporary data directory and the
-embedded tiny Llama, built once per session (seed 0) and reused by every test."""
+embedded tiny Llama, built once per session (seed 0) and reused by every test. Fixtures of
+other kinds live in tests/fixtures/ and are registered here as plugins; helpers that tests
+import live in modules of their own (tests/adapters.py, tests/service_process.py, ...), never in
+a conftest or a test module."""
 
 from __future__ import annotations
 
@@ -12,9 +15,23 @@ from core.base.info import BaseModelInfo
 from core.base.smollm2 import convert_smollm2
 from core.base.tiny_llama import build_tiny_llama
 from core.settings import Settings
-from tests.databases import *  # noqa: F403 (database_url, postgres_admin, private_postgres)
-from tests.s3_fixtures import *  # noqa: F403 (seaweedfs, moto_s3, s3_bucket, moto_bucket)
-from tests.shared_data import hh_rlhf  # noqa: F401 (a fixture)
+
+# Helpers assert on behalf of tests: rewrite their asserts, as pytest does for test modules,
+# so that a failure shows the values compared. (Registered before anything imports them.)
+pytest.register_assert_rewrite(
+    "tests.http_errors",
+    "tests.service_process",
+    "tests.service.ui.helpers",
+    "tests.training.helpers",
+)
+
+pytest_plugins = [
+    "tests.fixtures.databases",  # database_url (SQLite and PostgreSQL), postgres_admin, private_postgres
+    "tests.fixtures.s3",  # seaweedfs, moto_s3, s3_bucket, moto_bucket
+    "tests.fixtures.shared_data",  # hh_rlhf
+    "tests.fixtures.adapters",  # adapter_dir, reward_dir, new_adapter (folders on the tiny Llama)
+    "tests.fixtures.http_server",  # server_settings, base_url (a server per test module)
+]
 
 
 @pytest.fixture(scope="session")

@@ -1,37 +1,20 @@
-"""The SDK and CLI against a real server: the HTTP tests' server fixtures (uvicorn in a
-thread, the tiny Llama, adapters ``summarize``, ``support`` and the reward adapter ``judge``),
-and this worktree's clients/python first on sys.path (an editable install may point elsewhere).
-A module that runs jobs overrides ``server_settings`` with :func:`with_worker`."""
+"""The SDK and CLI against a real server: the module's server (``base_url``,
+tests/fixtures/http_server.py) and this worktree's clients/python first on sys.path
+(tests/clients/client_src.py). A module that runs jobs overrides ``server_settings`` with
+tests/jobs.py's ``with_worker``."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from core.settings import Settings
+import tests.clients.client_src  # noqa: F401 (before any import of loraloop_client)
+from tests.api_keys import ADMIN_KEY
 
-CLIENT_SRC = Path(__file__).resolve().parents[2] / "clients" / "python"
-sys.path.insert(0, str(CLIENT_SRC))
-
-from loraloop_client import Client  # noqa: E402
-
-from tests.service.http.conftest import (  # noqa: E402, F401 (fixtures)
-    ADMIN_KEY,
-    base_url,
-    server_settings,
-)
-
-
-def with_worker(settings: Settings) -> Settings:
-    """The settings of a server that starts its local job worker, polling often so that a
-    tiny job ends in seconds."""
-    return settings.model_copy(update={
-        "start_worker": True, "worker_poll_seconds": 0.2, "job_heartbeat_seconds": 0.5,
-        "job_heartbeat_timeout_seconds": 30.0, "job_cancel_grace_seconds": 5.0,
-    })
+if TYPE_CHECKING:
+    from loraloop_client import Client
 
 
 @pytest.fixture(autouse=True)
@@ -42,6 +25,8 @@ def _no_loraloop_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def sdk(base_url: str) -> Iterator[Client]:  # noqa: F811 (the imported fixture)
+def sdk(base_url: str) -> Iterator[Client]:
+    from loraloop_client import Client  # from CLIENT_SRC (tests/clients/client_src.py)
+
     with Client(base_url, ADMIN_KEY, timeout=60) as client:
         yield client

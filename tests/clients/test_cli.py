@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from loraloop_client.cli import cli
 
 from tests.adapters import make_adapter
-from tests.service.http.conftest import ADMIN_KEY, FEEDBACK_KEY
+from tests.api_keys import ADMIN_KEY, FEEDBACK_KEY
 
 
 @pytest.fixture

@@ -14,8 +14,9 @@ import pytest
 
 from core.settings import Settings
 from tests.adapters import make_adapter
-from tests.clients.conftest import CLIENT_SRC, with_worker
-from tests.service.http.conftest import ADMIN_KEY
+from tests.api_keys import ADMIN_KEY
+from tests.clients.client_src import CLIENT_SRC
+from tests.jobs import with_worker
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "clients.md"
 
@@ -50,4 +51,3 @@ def test_the_documented_examples_run_as_written(base_url, server_settings, tmp_p
     assert namespace["client"].adapters.get("summarize").aliases["production"] == 4  # 2: publish, 3: the DPO job, 4: CLI push
     assert Path("summarize.jsonl").read_text().count("\n") >= 2
     assert namespace["final"].state == "succeeded"
-

@@ -14,9 +14,8 @@ from loraloop_client import Client
 from loraloop_client.cli import cli
 
 from core.settings import Settings
-from tests.clients.conftest import with_worker
-from tests.service.http.conftest import ADMIN_KEY
-from tests.training.jobs.test_worker import TINY_DPO
+from tests.api_keys import ADMIN_KEY
+from tests.jobs import TINY_DPO, with_worker
 from training.synthetic import make_preference_rows
 
 JOB = {**TINY_DPO, "train_steps": 3}

@@ -16,8 +16,9 @@ from loraloop_client import (
     ServiceUnavailableError,
 )
 
+from tests.api_keys import FEEDBACK_KEY
 from tests.clients.fault_server import DROP, Received, Reply, fault_server, scripted
-from tests.service.http.conftest import FEEDBACK_KEY, free_port
+from tests.ports import free_port
 
 FEEDBACK = {"id": 1, "use_case": "demo", "prompt": "P", "candidates": ["a", "b"], "completion_ids": [None, None],
             "choice": 0, "labeler": "x", "source": "human", "metadata": {}, "created_at": "2026-12-01T00:00:00Z"}

@@ -21,7 +21,7 @@ from loraloop_client import (
 )
 
 from tests.adapters import make_adapter
-from tests.service.http.conftest import ADMIN_KEY, FEEDBACK_KEY, INFER_KEY
+from tests.api_keys import ADMIN_KEY, FEEDBACK_KEY, INFER_KEY
 
 
 @pytest.fixture(scope="module")

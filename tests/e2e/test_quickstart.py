@@ -9,14 +9,11 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
-
 from core.base.folders import SMOLLM2
-from tests.service.http.conftest import free_port
+from tests.ports import free_port
+from tests.service_process import server_process
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -50,34 +47,23 @@ def test_serve_on_embedded_defaults_and_the_readme_requests_answer_as_shown(tmp_
     # data directory keeps its models, so the server finds it converted.
     (home / "models").mkdir(parents=True)
     (home / "models" / SMOLLM2).symlink_to(smollm2_dir)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "service", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 300  # loading SmolLM2 on a busy CI machine
-        while True:
-            assert server.poll() is None, server.stdout.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.2)
-        command, shown = readme_curl()
-        command = command.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
-        result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr
-        answers = {
-            response["model"]: response["choices"][0]["message"]["content"].strip()
-            for response in json_documents(result.stdout)
-        }
-        assert answers == shown  # "base" and "demo@1", greedy, as the README shows them
-    finally:
-        server.send_signal(signal.SIGINT)
+    # Only the data directory is set: the server runs on its defaults, as `make serve` does
+    # (log level info included); ready once /readyz answers (SmolLM2 loads slowly on busy CI).
+    with server_process(env, port, log_level="info") as server:
         try:
-            server.wait(timeout=120)  # a busy machine stops the server, worker and engine slowly
-        except subprocess.TimeoutExpired:
-            server.kill()
-    assert server.returncode == 0
+            command, shown = readme_curl()
+            command = command.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+            result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
+            assert result.returncode == 0, result.stderr
+            answers = {
+                response["model"]: response["choices"][0]["message"]["content"].strip()
+                for response in json_documents(result.stdout)
+            }
+            assert answers == shown  # "base" and "demo@1", greedy, as the README shows them
+        finally:
+            server.process.send_signal(signal.SIGINT)
+            try:
+                server.process.wait(timeout=120)  # a busy machine stops the server, worker and engine slowly
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+    assert server.process.returncode == 0

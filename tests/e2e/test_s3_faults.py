@@ -16,9 +16,9 @@ import pytest
 from core.base.folders import base_model_info
 from core.registry import open_registry
 from core.settings import Settings
-from tests.adapters import make_adapter
+from tests.adapters import make_adapter, publish_test_adapters
 from tests.s3_servers import SeaweedFSServer, start_seaweedfs
-from tests.service.http.conftest import publish_test_adapters, serve
+from tests.service_thread import serve
 
 # An uncached adapter must be refused within the S3 timeouts below, not hang.
 S3_CONNECT_TIMEOUT, S3_READ_TIMEOUT = 1.0, 2.0

@@ -38,24 +38,17 @@ def demo_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return write_demo_data(tmp_path_factory.mktemp("demo-data"), n_pairs=400, n_prompts=200)
 
 
-def make_settings(data_dir: Path, base: Path, model_id: str) -> Settings:
+@pytest.fixture(scope="session")
+def sft_settings(sft_base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings on the SFT base with a registry shared by the session's learning tests."""
     return Settings(
-        data_dir=data_dir,
-        base_model=str(base),
-        base_model_id=model_id,
+        data_dir=tmp_path_factory.mktemp("sft-data"),
+        base_model=str(sft_base_dir),
+        base_model_id="tiny-llama-sft",
         device="cpu",
         dtype="float32",
         alias_poll_seconds=0,
     )
-
-
-@pytest.fixture(scope="session")
-def sft_settings(sft_base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings on the SFT base with a registry shared by the session's learning tests."""
-    return make_settings(tmp_path_factory.mktemp("sft-data"), sft_base_dir, "tiny-llama-sft")
-
-
-REWARD_STEPS = 150
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +59,7 @@ def reward_run(
     config = RewardConfig(
         adapter="demo-rm",
         data=str(demo_files["preferences"]),
-        train_steps=REWARD_STEPS,
+        train_steps=150,
         batch_size=16,
         learning_rate=3e-3,
         eval_fraction=0.2,

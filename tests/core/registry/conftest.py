@@ -1,35 +1,14 @@
-"""A registry per test on each backend: a local folder, and a fresh bucket on SeaweedFS."""
+"""A registry per test on each backend: a local folder, and a fresh bucket on SeaweedFS.
+(The adapter folders to publish, ``adapter_dir`` and the like, are tests/fixtures/adapters.py's.)"""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from core.base.info import BaseModelInfo
 from core.registry import Registry, open_registry
 from core.settings import Settings
-from tests.adapters import make_adapter
-
-
-def updated(settings: Settings, **update) -> Settings:
-    """A validated copy (model_copy alone would skip validation, e.g. of SecretStr)."""
-    return Settings(**{**settings.model_dump(), **update})
-
-
-def s3_settings(settings: Settings, server, bucket: str, **update) -> Settings:
-    return updated(
-        settings,
-        **{
-            "registry_url": f"s3://{bucket}/registry",
-            "s3_endpoint_url": server.endpoint_url,
-            "s3_region": server.region,
-            "s3_access_key_id": server.access_key,
-            "s3_secret_access_key": server.secret_key,
-            **update,
-        },
-    )
+from tests.settings_variants import s3_settings
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -46,21 +25,8 @@ def registry(registry_settings: Settings, base_info: BaseModelInfo) -> Registry:
 
 
 @pytest.fixture
-def adapter_dir(tmp_path: Path, tiny_llama_dir: Path) -> Path:
-    return make_adapter(tiny_llama_dir, tmp_path / "adapter", rank=4)
-
-
-@pytest.fixture
-def reward_dir(tmp_path: Path, tiny_llama_dir: Path) -> Path:
-    return make_adapter(tiny_llama_dir, tmp_path / "reward", kind="reward")
-
-
-@pytest.fixture
-def new_adapter(tmp_path: Path, tiny_llama_dir: Path) -> Callable[..., Path]:
-    """Make another adapter folder: new_adapter(seed=1, rank=8, ...)."""
-    counter = iter(range(1000))
-
-    def make(**kwargs) -> Path:
-        return make_adapter(tiny_llama_dir, tmp_path / f"adapter-{next(counter)}", **kwargs)
-
-    return make
+def three_versions(registry: Registry, new_adapter) -> Registry:
+    """The registry holding versions 1, 2 and 3 of ``summarize`` (no aliases)."""
+    for seed in range(3):
+        registry.publish(new_adapter(seed=seed), "summarize")
+    return registry

@@ -10,13 +10,6 @@ from core.errors import Conflict, NotFound
 from core.registry import Registry
 
 
-@pytest.fixture
-def three_versions(registry: Registry, new_adapter) -> Registry:
-    for seed in range(3):
-        registry.publish(new_adapter(seed=seed), "summarize")
-    return registry
-
-
 def test_set_move_and_delete_an_alias(three_versions: Registry):
     registry = three_versions
     registry.set_alias("summarize", "production", 1, expected=None)

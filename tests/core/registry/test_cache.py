@@ -10,20 +10,10 @@ import textwrap
 import threading
 from pathlib import Path
 
-import pytest
-
 from core.hashing import sha256_file
 from core.registry import Registry, open_registry
 from core.settings import Settings
-from tests.core.registry.conftest import updated
-from tests.core.registry.test_crash import settings_env
-
-
-@pytest.fixture
-def three_versions(registry: Registry, new_adapter) -> Registry:
-    for seed in range(3):
-        registry.publish(new_adapter(seed=seed), "summarize")
-    return registry
+from tests.settings_variants import settings_env, updated
 
 
 def limited(registry_settings: Settings, base_info, cache_max_bytes: int) -> Registry:

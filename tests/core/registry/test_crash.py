@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 
 from core.registry import Registry
+from tests.settings_variants import settings_env
 
 # Publishes argv[1], stalling after the first blob is stored so the test can kill it there.
 PUBLISHER = textwrap.dedent(
@@ -31,18 +31,6 @@ PUBLISHER = textwrap.dedent(
     registry.publish(sys.argv[1], "summarize")
     """
 )
-
-
-def settings_env(settings) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    for field in ("data_dir", "base_model", "base_model_id", "registry_url", "cache_dir",
-                  "s3_endpoint_url", "s3_region", "s3_access_key_id"):
-        value = getattr(settings, field)
-        if value is not None:
-            env[f"LORALOOP_{field.upper()}"] = str(value)
-    if settings.s3_secret_access_key is not None:
-        env["LORALOOP_S3_SECRET_ACCESS_KEY"] = settings.s3_secret_access_key.get_secret_value()
-    return env
 
 
 def test_killed_publisher_leaves_no_version(registry: Registry, registry_settings, adapter_dir, new_adapter):

@@ -9,7 +9,7 @@ import pytest
 
 from core.errors import RegistryUnavailable
 from core.registry import open_registry
-from tests.core.registry.conftest import s3_settings
+from tests.settings_variants import s3_settings
 
 
 def closed_port() -> int:

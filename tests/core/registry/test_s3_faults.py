@@ -7,7 +7,7 @@ import pytest
 
 from core.errors import RegistryUnavailable
 from core.registry import Registry, open_registry
-from tests.core.registry.conftest import s3_settings
+from tests.settings_variants import s3_settings
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from core.base.tiny_llama import tiny_llama_config
 from core.errors import InvalidAdapter, InvalidName
 from core.registry import Registry, open_registry
 from tests.adapters import make_adapter
-from tests.core.registry.conftest import updated
+from tests.settings_variants import updated
 
 
 @pytest.fixture

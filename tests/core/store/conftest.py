@@ -1,5 +1,5 @@
 """Every store test runs twice: on a SQLite file and on PostgreSQL (``database_url`` from
-tests/databases.py, one fresh schema per test)."""
+tests/fixtures/databases.py, one fresh schema per test)."""
 
 from __future__ import annotations
 

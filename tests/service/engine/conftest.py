@@ -1,4 +1,5 @@
-"""Tiny PEFT adapters for the engine tests: random, non-zero B so every adapter changes outputs."""
+"""Tiny PEFT adapters for the engine tests (random, non-zero B so every adapter changes outputs),
+a registry that holds them, peft as the reference, and engines on it."""
 
 from __future__ import annotations
 
@@ -7,63 +8,33 @@ from pathlib import Path
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
-from transformers import LlamaForCausalLM, LlamaForSequenceClassification
+from transformers import LlamaForCausalLM
 
 from core.base.info import BaseModelInfo
 from core.registry import Registry, open_registry
 from core.settings import Settings
-
-
-def make_adapter(
-    base_dir: Path,
-    out: Path,
-    *,
-    rank: int,
-    targets: list[str],
-    seed: int,
-    alpha: float | None = None,
-    kind: str = "policy",
-    scale: float = 0.3,
-) -> Path:
-    """Write a PEFT folder whose LoRA B (and score head) are random, so it shifts the logits."""
-    torch.manual_seed(seed)
-    if kind == "reward":
-        model = LlamaForSequenceClassification.from_pretrained(base_dir, num_labels=1)
-        config = LoraConfig(
-            task_type="SEQ_CLS", r=rank, lora_alpha=alpha or 2 * rank, target_modules=targets
-        )
-    else:
-        model = LlamaForCausalLM.from_pretrained(base_dir)
-        config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, target_modules=targets)
-    peft_model = get_peft_model(model, config)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name or "score" in name:
-                param.normal_(0, scale)
-    peft_model.save_pretrained(out)
-    return out
-
-
-# A mix of ranks and target modules; the test models are small, so these are cheap to make.
-ADAPTER_SPECS = {
-    "alpha": {"rank": 4, "targets": ["q_proj", "v_proj"], "seed": 1},
-    "beta": {"rank": 8, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"], "seed": 2},
-    "gamma": {"rank": 2, "targets": ["gate_proj", "up_proj", "down_proj"], "seed": 3},
-    "delta": {"rank": 16, "targets": ["q_proj", "o_proj", "down_proj"], "seed": 4},
-}
+from tests.adapters import make_adapter
 
 
 @pytest.fixture(scope="session")
 def adapter_dirs(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """PEFT folders for ADAPTER_SPECS plus a reward adapter, made once per session."""
+    """PEFT folders of four policy adapters and a reward adapter, made once per session."""
+    # A mix of ranks and target modules; the test models are small, so these are cheap to make.
+    # Each has alpha = 2 * rank and B ~ N(0, 0.3).
+    specs = {
+        "alpha": {"rank": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"], "seed": 1},
+        "beta": {"rank": 8, "alpha": 16, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "seed": 2},
+        "gamma": {"rank": 2, "alpha": 4, "target_modules": ["gate_proj", "up_proj", "down_proj"], "seed": 3},
+        "delta": {"rank": 16, "alpha": 32, "target_modules": ["q_proj", "o_proj", "down_proj"], "seed": 4},
+    }
     root = tmp_path_factory.mktemp("adapters")
     dirs = {
-        name: make_adapter(tiny_llama_dir, root / name, **spec)
-        for name, spec in ADAPTER_SPECS.items()
+        name: make_adapter(tiny_llama_dir, root / name, scale=0.3, **spec)
+        for name, spec in specs.items()
     }
     dirs["judge"] = make_adapter(
-        tiny_llama_dir, root / "judge", rank=4, targets=["q_proj", "v_proj"], seed=9, kind="reward"
+        tiny_llama_dir, root / "judge", rank=4, alpha=8, target_modules=["q_proj", "v_proj"], seed=9,
+        kind="reward", scale=0.3,
     )
     return dirs
 

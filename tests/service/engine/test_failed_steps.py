@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from service.engine import SamplingParams
-from tests.service.engine.test_generation import prompt, run
+from tests.service.engine.engine_calls import prompt, run
 
 
 @pytest.mark.parametrize("failing_call", [1, 2], ids=["prefill", "decode"])

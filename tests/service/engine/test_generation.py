@@ -10,23 +10,8 @@ import torch
 
 from core.errors import InvalidRequest, NotFound, Overloaded
 from core.names import AdapterVersion
-from service.engine import SamplingParams, TokenEvent
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, timeout=60))
-
-
-def prompt(seed: int, length: int) -> list[int]:
-    rng = random.Random(seed)
-    return [1] + [rng.randrange(4, 1000) for _ in range(length - 1)]
-
-
-GREEDY = SamplingParams(max_tokens=12, temperature=0)
-
-
-async def collect(engine, ids, adapter, params) -> list[TokenEvent]:
-    return [event async for event in engine.generate(ids, adapter, params)]
+from service.engine import SamplingParams
+from tests.service.engine.engine_calls import GREEDY, collect, prompt, run
 
 
 def test_mixed_batch_greedy_equals_peft_for_every_row(make_engine, peft_reference):

@@ -9,8 +9,7 @@ from core.errors import IntegrityError
 from core.names import AdapterVersion
 from service.engine import SamplingParams
 from service.engine.hotswap import WARM_RETRY_FIRST
-
-from .test_generation import prompt, run
+from tests.service.engine.engine_calls import prompt, run
 
 LONG = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
 

@@ -9,9 +9,7 @@ import pytest
 
 from core.errors import InvalidRequest
 from service.engine import SamplingParams
-from tests.service.engine.test_generation import collect, prompt, run
-
-GREEDY = SamplingParams(max_tokens=12, temperature=0)
+from tests.service.engine.engine_calls import GREEDY, collect, prompt, run
 
 
 def test_generation_never_calls_the_transformers_forward_or_its_cache_arguments(

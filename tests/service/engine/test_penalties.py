@@ -4,7 +4,6 @@ prompt log-probabilities equal a plain forward pass. References use plain transf
 from __future__ import annotations
 
 import asyncio
-import random
 
 import pytest
 import torch
@@ -13,42 +12,13 @@ from transformers import LlamaForCausalLM
 from core.errors import InvalidRequest
 from service.engine import SamplingParams
 from service.engine.sampling import process_logits
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, timeout=120))
-
-
-def prompt(seed: int, length: int) -> list[int]:
-    rng = random.Random(seed)
-    return [1] + [rng.randrange(4, 1000) for _ in range(length - 1)]
+from tests.service.engine.engine_calls import prompt, run
+from tests.service.engine.reference import reference_greedy
 
 
 @pytest.fixture(scope="module")
 def base_model(tiny_llama_dir) -> LlamaForCausalLM:
     return LlamaForCausalLM.from_pretrained(tiny_llama_dir).eval()
-
-
-@torch.no_grad()
-def reference_greedy(model, prompt_ids: list[int], params: SamplingParams, eos: set[int]) -> list[int]:
-    """Greedy decoding with the penalties written out token by token, as OpenAI and vLLM
-    define them, on a full forward pass per step."""
-    out: list[int] = []
-    while len(out) < params.max_tokens:
-        logits = model(input_ids=torch.tensor([prompt_ids + out])).logits[0, -1].clone()
-        for token, bias in params.logit_bias:
-            logits[token] += bias
-        if len(out) < params.min_tokens:
-            logits[list(eos)] = float("-inf")
-        for token in set(prompt_ids + out):
-            r = params.repetition_penalty
-            logits[token] = logits[token] / r if logits[token] > 0 else logits[token] * r
-        for token in set(out):
-            logits[token] -= params.frequency_penalty * out.count(token) + params.presence_penalty
-        out.append(int(logits.argmax()))
-        if out[-1] in eos:
-            break
-    return out
 
 
 def test_penalties_change_greedy_output_exactly_as_the_formula_predicts(make_engine, base_model):
@@ -68,7 +38,7 @@ def test_penalties_change_greedy_output_exactly_as_the_formula_predicts(make_eng
     async def main():
         return await asyncio.gather(*[engine.complete(ids, None, p) for p in cases])
 
-    outputs = [c.token_ids for c in run(main())]  # one mixed batch: penalised rows beside a plain one
+    outputs = [c.token_ids for c in run(main(), timeout=120)]  # one mixed batch: penalised rows beside a plain one
     for params, tokens in zip(cases, outputs, strict=True):
         assert tokens == reference_greedy(base_model, ids, params, eos), params
     assert all(tokens != outputs[0] for tokens in outputs[1:])  # each penalty changed the output
@@ -92,17 +62,17 @@ def test_min_tokens_holds_back_eos_and_stop_strings(make_engine):
     ids = prompt(4, 5)
     eager = SamplingParams(max_tokens=10, temperature=0, logit_bias={eos: 100})
     held = SamplingParams(max_tokens=10, temperature=0, logit_bias={eos: 100}, min_tokens=4)
-    assert run(engine.complete(ids, None, eager)).token_ids == [eos]
-    late = run(engine.complete(ids, None, held))
+    assert run(engine.complete(ids, None, eager), timeout=120).token_ids == [eos]
+    late = run(engine.complete(ids, None, held), timeout=120)
     assert len(late.token_ids) == 5 and late.token_ids[-1] == eos and eos not in late.token_ids[:4]
     assert late.finish_reason == "stop"
 
-    free = run(engine.complete(ids, None, SamplingParams(max_tokens=6, temperature=0)))
+    free = run(engine.complete(ids, None, SamplingParams(max_tokens=6, temperature=0)), timeout=120)
     stop = free.text[:2]
     assert stop.strip(), free.text
-    stopped = run(engine.complete(ids, None, SamplingParams(max_tokens=6, temperature=0, stop=[stop])))
+    stopped = run(engine.complete(ids, None, SamplingParams(max_tokens=6, temperature=0, stop=[stop])), timeout=120)
     assert stopped.finish_reason == "stop" and stopped.text == ""
-    kept = run(engine.complete(ids, None, SamplingParams(max_tokens=6, temperature=0, stop=[stop], min_tokens=6)))
+    kept = run(engine.complete(ids, None, SamplingParams(max_tokens=6, temperature=0, stop=[stop], min_tokens=6)), timeout=120)
     assert kept.usage.completion_tokens == 6 and kept.finish_reason == "length"
 
 
@@ -122,7 +92,7 @@ def test_prompt_logprobs_equal_log_softmax_of_a_plain_forward_pass(make_engine, 
             ]
         )
 
-    firsts = run(main())
+    firsts = run(main(), timeout=120)
     tuned = PeftModel.from_pretrained(
         LlamaForCausalLM.from_pretrained(engine.settings.base_model), adapter_dirs["alpha"]
     ).eval()
@@ -153,7 +123,7 @@ def test_n_choices_of_each_prompt_share_its_prompt_logprobs_from_the_chunked_pre
     async def main():
         return await asyncio.gather(*[firsts(ids) for ids in prompts])
 
-    for ids, by_choice in zip(prompts, run(main()), strict=True):
+    for ids, by_choice in zip(prompts, run(main(), timeout=120), strict=True):
         with torch.no_grad():
             logp = torch.log_softmax(base_model(input_ids=torch.tensor([ids])).logits[0], -1)
         expected = [logp[i - 1, ids[i]].item() for i in range(1, len(ids))]
@@ -173,5 +143,5 @@ def test_bad_penalties_are_refused_naming_the_field(make_engine):
         SamplingParams(logit_bias={3: 101})
     assert e.value.param == "logit_bias"
     with pytest.raises(InvalidRequest) as e:
-        run(engine.complete([1, 2], None, SamplingParams(logit_bias={engine.vocab_size: 1})))
+        run(engine.complete([1, 2], None, SamplingParams(logit_bias={engine.vocab_size: 1})), timeout=120)
     assert e.value.param == "logit_bias"

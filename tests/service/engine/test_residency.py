@@ -15,8 +15,7 @@ from core.names import AdapterVersion
 from service.engine import SamplingParams
 from service.engine.adapters import AdapterManager
 from service.engine.scheduler import SLOT_WAIT_LIMIT
-
-from .test_generation import prompt, run
+from tests.service.engine.engine_calls import prompt, run
 
 
 def test_fifty_concurrent_first_requests_load_the_adapter_once(

@@ -13,8 +13,7 @@ from core.base.checkpoint import load_tokenizer
 from core.errors import InvalidRequest
 from core.reward_format import reward_input_ids
 from service.engine import SamplingParams
-
-from .test_generation import prompt, run
+from tests.service.engine.engine_calls import prompt, run
 
 
 @torch.no_grad()

@@ -18,14 +18,15 @@ from core.base.folders import SMOLLM2, base_model_info
 from core.registry import open_registry
 from core.settings import Settings
 from service.engine import Engine, SamplingParams
-from tests.service.engine.conftest import make_adapter
+from tests.adapters import make_adapter
+from tests.service.engine.engine_calls import run
 
 # Small LoRAs on attention (GQA: k/v are 576 -> 192) and MLP projections. A small B keeps the
 # logits peaked, so greedy decoding meets no near-ties for float rounding to flip.
 SPECS = {
-    "attn": {"rank": 4, "targets": ["q_proj", "k_proj", "v_proj", "o_proj"], "seed": 1},
-    "mlp": {"rank": 2, "targets": ["gate_proj", "up_proj", "down_proj"], "seed": 2},
-    "mixed": {"rank": 8, "targets": ["q_proj", "v_proj", "down_proj"], "seed": 3},
+    "attn": {"rank": 4, "alpha": 8, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "seed": 1},
+    "mlp": {"rank": 2, "alpha": 4, "target_modules": ["gate_proj", "up_proj", "down_proj"], "seed": 2},
+    "mixed": {"rank": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj", "down_proj"], "seed": 3},
 }
 QUESTIONS = [
     "Why do birds sing?",
@@ -34,10 +35,6 @@ QUESTIONS = [
     "Give me a tip for sleeping well.",
 ]
 MAX_TOKENS = 6
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, timeout=300))
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +106,7 @@ def test_mixed_batch_rows_equal_peft_with_their_own_adapter(engine, adapters, pr
             *[engine.complete(prompts[i], name, greedy) for name, i in cases]
         )
 
-    completions = run(main())
+    completions = run(main(), timeout=300)
     on_base = {i: c for (name, i), c in zip(cases, completions, strict=True) if name is None}
     for (name, i), completion in zip(cases, completions, strict=True):
         expected = peft_greedy(smollm2_dir, adapters[name] if name else None, prompts[i])
@@ -130,6 +127,6 @@ def test_n_seeded_choices_are_reproducible(engine, prompts):
         )
         return first, crowded[0]
 
-    first, again = run(main())
+    first, again = run(main(), timeout=300)
     assert [c.token_ids for c in first] == [c.token_ids for c in again]
     assert len({tuple(c.token_ids) for c in first}) > 1  # the choices are not copies of one

@@ -10,20 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.adapters import make_adapter
-from tests.service.http.test_errors import assert_error
-
-FILES = ("adapter_config.json", "adapter_model.safetensors")
-
-
-def multipart(folder: Path) -> list:
-    return [("files", (name, (folder / name).read_bytes())) for name in FILES]
+from tests.adapters import ADAPTER_FILES, make_adapter, multipart
+from tests.http_errors import assert_error
 
 
 def tar_gz(folder: Path) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
-        for name in FILES:
+        for name in ADAPTER_FILES:
             tf.add(folder / name, arcname=f"my-adapter/{name}")
     return buffer.getvalue()
 
@@ -69,7 +63,7 @@ def test_zip_uploads_work_and_unrelated_members_are_ignored(client, new_folder):
     folder = new_folder(seed=13)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
-        for name in FILES:
+        for name in ADAPTER_FILES:
             zf.write(folder / name, f"nested/dir/{name}")
         zf.writestr("../../evil.txt", "ignored, never written")
     r = client.post("/v1/adapters/upload-zip/versions", files=[("files", ("adapter.zip", buffer.getvalue()))])
@@ -81,7 +75,7 @@ def test_bad_uploads_are_refused_with_a_reason(client, new_folder, tmp_path, tin
     pickled = [("files", ("adapter_model.bin", b"\x80\x04pickle"))]
     assert_error(client.post("/v1/adapters/bad/versions", files=pickled), 422, "invalid_request_error",
                  contains="safetensors only")
-    only_config = [("files", ("adapter_config.json", (folder / FILES[0]).read_bytes()))]
+    only_config = [("files", ("adapter_config.json", (folder / ADAPTER_FILES[0]).read_bytes()))]
     assert_error(client.post("/v1/adapters/bad/versions", files=only_config), 422, "invalid_request_error",
                  contains="no adapter_model.safetensors")
     assert_error(client.post("/v1/adapters/bad/versions", files=[("files", ("notes.txt", b"x"))]), 400,

@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from core.store import Store
 from core.store.models import CompletionRow
-from tests.service.http.conftest import FEEDBACK_KEY, auth
-from tests.service.http.test_errors import assert_error
+from tests.api_keys import FEEDBACK_KEY, auth
+from tests.http_errors import assert_error
 
 PROMPT = "Summarize: the cat sat on the mat."
 # Seeded sampling: candidate j of best_of is choice j of the same request with n = best_of.

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from core.settings import Settings
 from service.app import create_app
 from service.auth import check_bind
-from tests.service.http.conftest import API_KEYS
+from tests.api_keys import API_KEYS
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1"])

@@ -13,10 +13,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from core.settings import Settings
-from tests.adapters import make_adapter
-from tests.service.http.conftest import ADMIN_KEY
-from tests.service.http.test_adapters_api import multipart
-from tests.service.http.test_errors import assert_error
+from tests.adapters import make_adapter, multipart
+from tests.api_keys import ADMIN_KEY
+from tests.http_errors import assert_error
 
 MAX_BODY = 8 << 10
 MAX_UPLOAD = 1 << 20

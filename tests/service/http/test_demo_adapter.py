@@ -11,7 +11,7 @@ import pytest
 from core.base.folders import SMOLLM2, base_model_info
 from core.settings import Settings
 from service.demo import trained_demo_adapter
-from tests.service.http.conftest import serve
+from tests.service_thread import serve
 
 QUESTION = "What is the best way to learn to cook?"  # not one of the training questions
 

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import httpx
 
-from tests.service.http.conftest import ADMIN_KEY, auth
-
-
-def running(client: httpx.Client) -> float:
-    text = client.get("/metrics").text
-    return float(re.search(r'^vllm:num_requests_running\{[^}]*\} (\S+)$', text, re.M).group(1))
-
+from tests.api_keys import ADMIN_KEY, auth
+from tests.service.http.metrics import running
 
 # About ten seconds of generation on the tiny model: far longer than the cancellation may take.
 LONG = {"model": "summarize", "prompt": "Tell me a story", "max_tokens": 4000, "temperature": 0, "ignore_eos": True}

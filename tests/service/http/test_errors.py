@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.http.conftest import FEEDBACK_KEY, INFER_KEY, auth
-
-
-def assert_error(response, status: int, type_: str, param: str | None = None, contains: str = ""):
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["type"] == type_
-    if param is not None:
-        assert error["param"] == param
-    assert contains in error["message"]
+from tests.api_keys import FEEDBACK_KEY, INFER_KEY, auth
+from tests.http_errors import assert_error
 
 
 def test_auth_missing_wrong_and_insufficient(client, base_url):

@@ -12,7 +12,9 @@ import httpx
 import pytest
 
 from core.settings import Settings
-from tests.service.http.conftest import API_KEYS, INFER_KEY, publish_test_adapters, serve
+from tests.adapters import publish_test_adapters
+from tests.api_keys import API_KEYS, INFER_KEY
+from tests.service_thread import serve
 
 # The traffic runs in another process, so that the client's own threads do not compete with
 # the server for this process's GIL. Half the workers send long bodies (40 KB of text, refused

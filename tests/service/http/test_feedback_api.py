@@ -11,14 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.http.conftest import FEEDBACK_KEY, INFER_KEY, auth
-from tests.service.http.test_errors import assert_error
-
-
-@pytest.fixture
-def labeler(base_url):
-    with httpx.Client(base_url=base_url, headers=auth(FEEDBACK_KEY), timeout=60) as c:
-        yield c
+from tests.api_keys import INFER_KEY, auth
+from tests.http_errors import assert_error
 
 
 def complete(client, model: str, prompt: str, seed: int) -> dict:

@@ -11,8 +11,7 @@ import httpx
 import pytest
 
 from core.settings import Settings
-from tests.service.http.conftest import FEEDBACK_KEY, auth
-from tests.service.http.test_errors import assert_error
+from tests.http_errors import assert_error
 
 MAX_UPLOAD = 64 << 10
 MAX_DECOMPRESSED = 1 << 20
@@ -28,12 +27,6 @@ def server_settings(server_settings: Settings) -> Settings:
         "max_import_decompressed_bytes": MAX_DECOMPRESSED,
         "max_import_line_bytes": MAX_LINE,
     })
-
-
-@pytest.fixture
-def labeler(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, headers=auth(FEEDBACK_KEY), timeout=60) as c:
-        yield c
 
 
 def upload(client: httpx.Client, use_case: str, name: str, body: bytes) -> httpx.Response:

@@ -13,11 +13,13 @@ import time
 import httpx
 
 from core.store import FeedbackCreate, JobState, Store
-from tests.service.http.test_errors import assert_error
-from tests.service.processes import running_service, service_env
-from tests.training.jobs.test_worker import TINY_DPO, _alive
+from tests.http_errors import assert_error
+from tests.jobs import TINY_DPO
+from tests.service_process import alive, server_env, server_process
 from training.synthetic import make_preference_rows
 
+# A server that does only what a test asks of it: no alias polling, no local job worker.
+QUIET = {"alias_poll_seconds": 0, "start_worker": False}
 LONG = 1500  # tokens: a generation that outlasts the checks made while it runs
 
 
@@ -36,8 +38,9 @@ def _events(lines) -> list:
 
 
 def test_sigterm_refuses_new_work_finishes_the_stream_logs_it_and_exits_0(tmp_path, tiny_llama_dir):
-    env = service_env(tmp_path, tiny_llama_dir, shutdown_timeout_seconds=120, max_new_tokens=LONG)
-    with running_service(env, tmp_path / "server.log") as server:
+    env = server_env(tmp_path / "data", tiny_llama_dir, **QUIET, shutdown_timeout_seconds=120,
+                     max_new_tokens=LONG)
+    with server_process(env, log_level="info") as server:
         with httpx.Client(base_url=server.url, timeout=60) as client, _stream(client, LONG) as stream:
             lines = stream.iter_lines()
             first = next(lines)
@@ -74,9 +77,10 @@ def test_sigterm_refuses_new_work_finishes_the_stream_logs_it_and_exits_0(tmp_pa
 
 def test_a_generation_outlasting_the_grace_period_is_cut_with_a_503(tmp_path, tiny_llama_dir):
     # 4000 tokens take several seconds even on a fast CPU; the grace period is 1 s.
-    env = service_env(tmp_path, tiny_llama_dir, shutdown_timeout_seconds=1, max_new_tokens=4000)
+    env = server_env(tmp_path / "data", tiny_llama_dir, **QUIET, shutdown_timeout_seconds=1,
+                     max_new_tokens=4000)
     body = {"model": "base", "prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": True}
-    with running_service(env, tmp_path / "server.log") as server:
+    with server_process(env, log_level="info") as server:
         plain: list[httpx.Response] = []
         with httpx.Client(base_url=server.url, timeout=60) as client:
             waiter = threading.Thread(target=lambda: plain.append(client.post("/v1/completions", json=body)))
@@ -119,8 +123,8 @@ def _wait_running(client: httpx.Client, count: int) -> None:
 
 
 def test_sigterm_hands_the_running_job_back_to_the_queue(tmp_path, tiny_llama_dir):
-    env = service_env(
-        tmp_path, tiny_llama_dir, start_worker=True, worker_poll_seconds=0.2,
+    env = server_env(
+        tmp_path / "data", tiny_llama_dir, alias_poll_seconds=0, start_worker=True, worker_poll_seconds=0.2,
         job_heartbeat_seconds=0.5, job_heartbeat_timeout_seconds=30, job_cancel_grace_seconds=5,
     )
     (tmp_path / "data").mkdir()
@@ -128,7 +132,7 @@ def test_sigterm_hands_the_running_job_back_to_the_queue(tmp_path, tiny_llama_di
         for row in make_preference_rows(16, seed=3):
             store.feedback.add(FeedbackCreate(
                 "qa", 0, prompt=row["prompt"], candidates=(row["chosen"], row["rejected"])))
-    with running_service(env, tmp_path / "server.log") as server:
+    with server_process(env, log_level="info") as server:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             created = client.post("/v1/jobs", json={
                 "kind": "dpo", "use_case": "qa", "params": {**TINY_DPO, "train_steps": 5000},
@@ -152,4 +156,4 @@ def test_sigterm_hands_the_running_job_back_to_the_queue(tmp_path, tiny_llama_di
         logs = [line.line for line in store.jobs.logs(job_id)]
     assert (job.state, job.attempts) == (JobState.QUEUED, 1), (job.error, logs[-5:])
     assert any("terminated by signal SIGTERM" in line and "re-queued" in line for line in logs), logs[-5:]
-    assert not _alive(run_job_pid)
+    assert not alive(run_job_pid)

@@ -12,7 +12,7 @@ import pytest
 
 from core.settings import Settings
 from core.store import Store
-from tests.service.http.conftest import FEEDBACK_KEY, INFER_KEY, auth
+from tests.api_keys import FEEDBACK_KEY, INFER_KEY, auth
 
 
 @pytest.fixture

@@ -8,14 +8,15 @@ import signal
 
 import httpx
 
-from tests.service.processes import running_service, service_env
+from tests.service_process import server_env, server_process
 
 
 def test_every_line_is_json_and_names_its_request(tmp_path, tiny_llama_dir):
-    env = service_env(
-        tmp_path, tiny_llama_dir, log_format="json", request_timeout_seconds=1, max_new_tokens=4000,
+    env = server_env(
+        tmp_path / "data", tiny_llama_dir, alias_poll_seconds=0, start_worker=False, log_format="json",
+        request_timeout_seconds=1, max_new_tokens=4000,
     )
-    with running_service(env, tmp_path / "server.log", log_level="info") as server:
+    with server_process(env, log_level="info") as server:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             models = client.get("/v1/models", headers={"X-Request-ID": "trace-models-1"})
             assert models.headers["x-request-id"] == "trace-models-1"

@@ -13,9 +13,10 @@ import pytest
 from core.base.folders import base_model_info
 from core.registry import Registry, open_registry
 from core.settings import Settings
-from tests.adapters import make_adapter
-from tests.core.registry.conftest import s3_settings
-from tests.service.http.conftest import ADMIN_KEY, API_KEYS, auth, publish_test_adapters, serve
+from tests.adapters import make_adapter, publish_test_adapters
+from tests.api_keys import ADMIN_KEY, API_KEYS, auth
+from tests.service_thread import serve
+from tests.settings_variants import s3_settings
 
 POLL_SECONDS = 0.2
 

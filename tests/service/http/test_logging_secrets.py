@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from core.settings import Settings
 from service.app import create_app
-from tests.service.http.conftest import ADMIN_KEY, API_KEYS, FEEDBACK_KEY, INFER_KEY, auth
-from tests.service.http.test_errors import assert_error
+from tests.api_keys import ADMIN_KEY, API_KEYS, FEEDBACK_KEY, INFER_KEY, auth
+from tests.http_errors import assert_error
 
 PROMPT = "Tell me about the zebra-lighthouse-4711"
 REPLY = "A reply about the zebra-lighthouse-4711"

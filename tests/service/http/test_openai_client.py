@@ -6,12 +6,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.service.http.conftest import ADMIN_KEY, INFER_KEY
-
-
-@pytest.fixture
-def oai(base_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=INFER_KEY, max_retries=0, timeout=60)
+from tests.api_keys import ADMIN_KEY
 
 
 def test_completion_selects_an_adapter_and_names_the_version(oai):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import httpx
-import openai
 import pytest
 import torch
 from peft import PeftModel
@@ -17,14 +16,9 @@ from core.base.checkpoint import load_tokenizer
 from core.base.folders import base_model_info
 from core.registry import open_registry
 from service.engine import SamplingParams
-from tests.service.engine.test_penalties import reference_greedy
-from tests.service.http.conftest import FEEDBACK_KEY, INFER_KEY, auth
-from tests.service.http.test_errors import assert_error
-
-
-@pytest.fixture
-def oai(base_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=INFER_KEY, max_retries=0, timeout=60)
+from tests.api_keys import FEEDBACK_KEY, auth
+from tests.http_errors import assert_error
+from tests.service.engine.reference import reference_greedy
 
 
 @pytest.fixture(scope="module")

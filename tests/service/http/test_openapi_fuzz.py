@@ -22,8 +22,10 @@ from schemathesis import checks
 from schemathesis.config import SchemathesisConfig
 
 from core.settings import Settings
+from tests.adapters import publish_test_adapters
+from tests.api_keys import ADMIN_KEY, API_KEYS, auth
 from tests.clients.openapi_snapshot import current_schema
-from tests.service.http.conftest import ADMIN_KEY, API_KEYS, auth, publish_test_adapters, serve
+from tests.service_thread import serve
 
 MAX_EXAMPLES = 15  # per operation and phase; 33 operations take about two minutes on 2 cores
 MAX_NEW_TOKENS, MAX_N = 8, 2  # the server's limits: each generation stays short
@@ -143,5 +145,3 @@ def test_every_operation_answers_as_its_schema_says(case: schemathesis.Case, fuz
     case.call_and_validate(
         base_url=fuzz_url, headers=auth(ADMIN_KEY), timeout=REQUEST_TIMEOUT, checks=CHECKS
     )
-
-

@@ -15,7 +15,7 @@ from core.base.folders import base_model_info
 from core.registry import open_registry
 from core.settings import Settings
 from tests.adapters import make_adapter
-from tests.service.http.conftest import serve
+from tests.service_thread import serve
 
 CLIENTS, ADAPTERS, REQUESTS_PER_CLIENT = 64, 16, 3
 DEADLINE_SECONDS = 120

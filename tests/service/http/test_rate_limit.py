@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from core.settings import Settings
 from service.app import create_app
-from tests.service.http.conftest import ADMIN_KEY, INFER_KEY, auth
-from tests.service.http.test_errors import assert_error
+from tests.api_keys import ADMIN_KEY, INFER_KEY, auth
+from tests.http_errors import assert_error
 
 RATE = 0.5  # a token every 2 s
 BURST = 3

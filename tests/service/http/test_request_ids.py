@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.logs import RequestIdFilter
-from tests.service.http.conftest import ADMIN_KEY, auth
+from tests.api_keys import ADMIN_KEY, auth
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
 
@@ -77,4 +77,3 @@ def test_an_unexpected_error_answers_500_with_the_id_and_logs_it(server_settings
     assert response.status_code == 500 and response.headers["x-request-id"] == "req-500"
     (record,) = [r for r in caplog.records if r.getMessage() == "unexpected error"]
     assert record.request_id == "req-500"
-

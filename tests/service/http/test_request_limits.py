@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from core.settings import Settings
-from tests.service.http.conftest import API_KEYS, publish_test_adapters
-from tests.service.http.test_errors import assert_error
+from tests.adapters import publish_test_adapters
+from tests.api_keys import API_KEYS
+from tests.http_errors import assert_error
 
 MAX_NEW_TOKENS = 24
 

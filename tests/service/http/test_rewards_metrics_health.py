@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.service.http.test_errors import assert_error
+from tests.http_errors import assert_error
 
 
 def test_rewards_score_each_completion(client):
@@ -58,8 +58,7 @@ def sample(client, name: str, **labels) -> float:
 
 
 def test_adapter_residency_and_swaps_show_in_metrics(client, tmp_path, tiny_llama_dir):
-    from tests.adapters import make_adapter
-    from tests.service.http.test_adapters_api import multipart
+    from tests.adapters import make_adapter, multipart
 
     for seed in (21, 22):
         client.post("/v1/adapters/metered/versions", files=multipart(make_adapter(tiny_llama_dir, tmp_path / str(seed), seed=seed)))

@@ -14,7 +14,7 @@ from starlette.routing import Mount
 
 from core.settings import Settings
 from service.app import create_app
-from tests.service.http.conftest import ADMIN_KEY, FEEDBACK_KEY, INFER_KEY, auth
+from tests.api_keys import ADMIN_KEY, FEEDBACK_KEY, INFER_KEY, auth
 
 API_DOC = Path(__file__).parents[3] / "docs" / "api.md"
 ROW = re.compile(r"^\| `(GET|POST|PUT|DELETE) (/\S*)` \| (anyone|any key|infer|feedback|admin) \|$")

@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from core.settings import Settings
 from service.app import create_app
-from tests.service.http.test_errors import assert_error
+from tests.http_errors import assert_error
 
 
 def test_a_closed_engine_answers_503_with_retry_after(tmp_path, tiny_llama_dir):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from core.text_limits import MAX_CANDIDATE_CHARS, MAX_PROMPT_CHARS
-from tests.service.http.test_errors import assert_error
+from tests.http_errors import assert_error
 
 LONG_PROMPT = "p" * (MAX_PROMPT_CHARS + 1)
 LONG_REPLY = "r" * (MAX_CANDIDATE_CHARS + 1)
@@ -16,7 +16,7 @@ LONG_REPLY = "r" * (MAX_CANDIDATE_CHARS + 1)
 def queue_id(base_url) -> str:
     import httpx
 
-    from tests.service.http.conftest import ADMIN_KEY, auth
+    from tests.api_keys import ADMIN_KEY, auth
 
     with httpx.Client(base_url=base_url, headers=auth(ADMIN_KEY)) as admin:
         r = admin.post("/v1/labeling/queues", json={"use_case": "summarize"})

@@ -11,9 +11,10 @@ import pytest
 
 from core.registry import Registry
 from core.settings import Settings
-from tests.service.http.conftest import publish_test_adapters, serve
-from tests.service.http.test_disconnect import running
-from tests.service.http.test_errors import assert_error
+from tests.adapters import publish_test_adapters
+from tests.http_errors import assert_error
+from tests.service.http.metrics import running
+from tests.service_thread import serve
 
 LONG = {"model": "base", "prompt": "Tell me a story", "max_tokens": 4000, "ignore_eos": True}
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
-from tests.service.ui.conftest import ADMIN_KEY, ANN_KEY, BOB_KEY, new_queue, ppo_job
+from tests.service.ui.helpers import ADMIN_KEY, ANN_KEY, BOB_KEY, new_queue, ppo_job
 
 pytestmark = pytest.mark.browser
 

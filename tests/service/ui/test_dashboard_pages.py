@@ -8,7 +8,7 @@ import re
 
 import httpx
 
-from tests.service.ui.conftest import ADMIN_KEY, ANN_KEY, human_votes, ppo_job, signed_in
+from tests.service.ui.helpers import ADMIN_KEY, ANN_KEY, human_votes, ppo_job, signed_in
 
 
 def test_the_dashboard_lists_adapters_with_aliases_and_jobs_with_progress(ui_url, store):

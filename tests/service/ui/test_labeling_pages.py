@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import httpx
 
-from tests.service.ui.conftest import (
+from tests.api_keys import auth
+from tests.service.ui.helpers import (
     ADMIN_KEY,
     ANN_KEY,
     BOB_KEY,
     INFER_KEY,
-    bearer,
     new_queue,
     shown_pair,
     signed_in,
@@ -37,7 +37,7 @@ def test_the_pages_need_a_sign_in_with_a_feedback_key_that_never_reaches_a_url(u
 
 
 def test_only_admins_create_and_fill_queues(ui_url, admin):
-    with httpx.Client(base_url=ui_url, headers=bearer(ANN_KEY), timeout=60) as labeler:
+    with httpx.Client(base_url=ui_url, headers=auth(ANN_KEY), timeout=60) as labeler:
         r = labeler.post("/v1/labeling/queues", json={"use_case": "summarize"})
         assert r.status_code == 403
     r = admin.post("/v1/labeling/queues", json={"use_case": "Not A Name"})

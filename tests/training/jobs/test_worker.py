@@ -21,13 +21,12 @@ from core.registry import open_registry
 from core.settings import JobTrigger, Settings
 from core.store import FeedbackCreate, Job, JobState, Store
 from service.worker_process import WorkerSupervisor
+from tests.jobs import TINY_DPO
+from tests.service_process import alive
 from training.jobs.local import LocalRunner
 from training.jobs.triggers import fire_triggers
 from training.jobs.worker import Worker
 from training.synthetic import make_preference_rows
-
-TINY_DPO = {"batch_size": 4, "target_sequence_length": 4, "prompt_sequence_length": 16,
-            "max_eval_prompts": 2, "eval_fraction": 0.25, "lora_rank": 2}
 
 
 @pytest.fixture
@@ -183,16 +182,6 @@ def test_a_worker_whose_supervising_server_is_killed_stops_by_itself(
         worker_pid = int(pid_file.read_text())
         server.kill()
         server.wait()
-        wait_for(lambda: not _alive(worker_pid), timeout=60)
+        wait_for(lambda: not alive(worker_pid), timeout=60)
     finally:
         server.kill()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not reaped by init yet) counts as stopped.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(")")[-1].split()[0] != "Z"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.core.registry.test_crash import settings_env
+from tests.settings_variants import settings_env
 
 
 def run(args: list[str], settings) -> subprocess.CompletedProcess:
