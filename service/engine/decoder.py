@@ -67,6 +67,7 @@ class Decoder:
         """Final (normed) hidden states [B, S, hidden] of ``ids`` [B, S] at ``positions``."""
         x = self.model.embed_tokens(ids)
         cos, sin = self.model.rotary_emb(x, positions)  # [B, S, head_dim] each
+        sin = signed_sin(sin)  # once per pass, not once per layer and tensor
         for i, layer in enumerate(self.model.layers):
             x = x + self._attention(i, layer.self_attn, layer.input_layernorm(x), cos, sin, kv)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
@@ -94,8 +95,15 @@ class Decoder:
         return attn.o_proj(out.transpose(1, 2).reshape(b, s, -1))
 
 
-def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding of ``x`` [B, H, S, D] (halves rotated, as Llama checkpoints expect)."""
-    cos, sin = cos[:, None], sin[:, None]
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """``sin`` [..., D] with its first half negated: what ``rope`` takes."""
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, signed: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of ``x`` [B, H, S, D] (halves rotated, as Llama checkpoints expect),
+    with ``signed`` = ``signed_sin(sin)``. Llama's ``x * cos + cat(-x2, x1) * sin`` equals
+    ``x * cos + roll(x, D/2) * signed`` bit for bit (a negation is exact), in 4 ops instead of
+    6: at batch 1 a step is ~1,500 small ops over 30 layers, so each op per layer counts."""
+    return x * cos[:, None] + x.roll(x.shape[-1] // 2, dims=-1) * signed[:, None]
