@@ -24,6 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# A decode step's attention over at most this many keys in all (rows x columns) runs on ONE
+# intra-op thread. SDPA's CPU kernel always splits its heads across threads, and each call then
+# ends at a barrier that waits for the other thread; on cores shared with other busy processes
+# that wait is a scheduler time slice, not the ~20 us the call computes. Profiled on SmolLM2 at
+# batch 1 with 2 threads on 2 busy cores, 30 such calls were 75% of a decode step (41 ms per
+# call); on one thread the same calls take 1 ms in all, and for so few keys a second thread
+# saved nothing even when it got its core (one call, batch 1, 96 keys: 28 us on one thread, 26
+# on two; 1,024 keys: 127 and 143 us). See docs/performance.md, "The real base".
+SERIAL_ATTENTION_KEYS = 2048
+
 
 class KVView(Protocol):
     """The cache columns one forward pass reads and writes (a prefill chunk or a decode step)."""
@@ -84,14 +94,22 @@ class Decoder:
         v = attn.v_proj(h).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = rope(q, cos, sin), rope(k, cos, sin)
         keys, values = kv.update(i, k, v)
-        out = F.scaled_dot_product_attention(  # [B, heads, S, head_dim]
-            q,
-            keys,
-            values,
-            attn_mask=kv.mask,
-            scale=self.scaling,
-            enable_gqa=self.kv_heads != self.heads,
-        )
+        threads = torch.get_num_threads()
+        serial = threads > 1 and s == 1 and b * keys.shape[2] <= SERIAL_ATTENTION_KEYS
+        if serial:
+            torch.set_num_threads(1)
+        try:
+            out = F.scaled_dot_product_attention(  # [B, heads, S, head_dim]
+                q,
+                keys,
+                values,
+                attn_mask=kv.mask,
+                scale=self.scaling,
+                enable_gqa=self.kv_heads != self.heads,
+            )
+        finally:
+            if serial:
+                torch.set_num_threads(threads)
         return attn.o_proj(out.transpose(1, 2).reshape(b, s, -1))
 
 
