@@ -3,9 +3,10 @@
 Everything is measured in ONE run, on the same model and prompts, so the ratios compare like
 with like on a noisy shared machine:
 
-- tokens/s: HF ``generate`` base-only (batch 1 and 32); peft ``generate(adapter_names=...)`` with
-  32 distinct adapters in a batch of 32; a naive server (one request at a time, ``set_adapter``
-  each); our engine with 32 concurrent requests over 32 distinct adapters; our engine base-only;
+- tokens/s (``bench.throughput``): HF ``generate`` base-only (batch 1 and 32); peft
+  ``generate(adapter_names=...)`` with 32 distinct adapters in a batch of 32; a naive server (one
+  request at a time, ``set_adapter`` each); our engine with 32 concurrent requests over 32
+  distinct adapters; our engine base-only (32 requests, and 1);
 - staggered (Poisson) arrivals while long generations run: time to first token p50/p99 and
   throughput against all-at-once (target >= 0.95x);
 - a newcomer's time to first token while 32 long generations run, against its prefill plus 3
@@ -17,6 +18,9 @@ with like on a noisy shared machine:
 
 Model: Llama, 8 layers, hidden 512, 8 heads, intermediate 1376, vocab 32000 (58M parameters),
 random weights; LoRA r=8 on q/k/v/o; 32-token prompts, 64 new tokens (EOS ignored).
+``--base smollm2`` measures the tokens/s section alone (fewer rounds) on the real base,
+SmolLM2-135M-Instruct (30 layers, hidden 576, GQA 9/3, vocab 49152), converted once under
+``--cache-dir``.
 """
 
 from __future__ import annotations
@@ -24,14 +28,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import NamedTuple, Self
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -39,7 +41,18 @@ from safetensors.torch import save_file
 from transformers import LlamaForCausalLM
 
 from bench.models import build_bench_llama
-from core.base.folders import base_model_info
+from bench.throughput import (
+    Meter,
+    Rate,
+    bench_engine,
+    bench_generate,
+    bench_naive,
+    measure_rounds,
+    report_throughput,
+    summarize,
+)
+from core.base.folders import SMOLLM2, base_model_info
+from core.base.smollm2 import convert_smollm2
 from core.registry import open_registry
 from core.settings import Settings
 from service.engine import Engine, SamplingParams
@@ -70,86 +83,6 @@ def build_adapters(model_dir: Path, root: Path, n: int) -> list[Path]:
         )
         folders.append(folder)
     return folders
-
-
-class Rate(NamedTuple):
-    """Throughput by the wall clock and by this process's CPU time (times the thread count, so
-    both agree on an idle machine), and how many cores OTHER processes kept busy meanwhile
-    (from /proc/stat): rounds disturbed by other jobs can be told apart."""
-
-    wall: float
-    cpu: float
-    foreign: float
-
-
-def _busy_seconds() -> float:
-    """CPU seconds all processes spent busy since boot (Linux); 0 where unknown."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-class Meter:
-    threads = 2
-
-    def __enter__(self) -> Self:
-        self.wall, self.cpu, self.busy = time.perf_counter(), time.process_time(), _busy_seconds()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall = time.perf_counter() - self.wall
-        self.cpu = time.process_time() - self.cpu
-        self.busy = _busy_seconds() - self.busy
-
-    def rate(self, tokens: int) -> Rate:
-        foreign = max(0.0, (self.busy - self.cpu) / self.wall)
-        return Rate(tokens / self.wall, tokens / self.cpu * self.threads, foreign)
-
-
-@torch.no_grad()
-def bench_generate(model, prompts: list[list[int]], new: int, **kwargs) -> Rate:
-    ids = torch.tensor(prompts)
-    with Meter() as meter:
-        model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=new,
-            min_new_tokens=new,
-            do_sample=False,
-            pad_token_id=3,
-            **kwargs,
-        )
-    return meter.rate(len(prompts) * new)
-
-
-@torch.no_grad()
-def bench_naive(peft_model, prompts: list[list[int]], names: list[str], new: int) -> Rate:
-    with Meter() as meter:
-        for ids, name in zip(prompts, names, strict=True):
-            peft_model.set_adapter(name)
-            x = torch.tensor([ids])
-            peft_model.generate(
-                input_ids=x,
-                attention_mask=torch.ones_like(x),
-                max_new_tokens=new,
-                min_new_tokens=new,
-                do_sample=False,
-                pad_token_id=3,
-            )
-    return meter.rate(len(prompts) * new)
-
-
-async def bench_engine(engine: Engine, prompts, adapters, new: int) -> Rate:
-    params = SamplingParams(max_tokens=new, temperature=0, ignore_eos=True)
-    with Meter() as meter:
-        done = await asyncio.gather(
-            *[engine.complete(p, a, params) for p, a in zip(prompts, adapters, strict=True)]
-        )
-    return meter.rate(sum(c.usage.completion_tokens for c in done))
 
 
 async def bench_mixed_workload(
@@ -197,37 +130,61 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+BASES = {  # --base: vocabulary size and the defaults of --rounds, --max-rounds, --naive-requests
+    "bench-llama": (32000, 5, 8, 4),
+    "smollm2": (49152, 2, 3, 1),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--base",
+        choices=sorted(BASES),
+        default="bench-llama",
+        help="bench-llama: the random 58M Llama, every section; smollm2: the real base "
+        "SmolLM2-135M-Instruct, the throughput section only, fewer rounds",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path.home() / ".cache" / "loraloop-bench",
+        help="where SmolLM2 is converted once and reused by later runs",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument(
         "--naive-requests",
         type=int,
-        default=4,
-        help="requests served one at a time by the naive server (tokens/s)",
+        help="requests served one at a time by the naive server (tokens/s; 4, smollm2: 1)",
     )
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (5, smollm2: 2)")
     parser.add_argument(
         "--max-rounds",
         type=int,
-        default=8,
-        help="more rounds, up to this many, until two are quiet",
+        help="more rounds, up to this many, until two are quiet (8, smollm2: 3)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--newcomers", type=int, default=30, help="TTFT samples under load")
     parser.add_argument("--n-rounds", type=int, default=3, help="n=8 vs 8 requests, rounds")
     args = parser.parse_args()
+    vocab, rounds, max_rounds, naive = BASES[args.base]
+    args.rounds = args.rounds or rounds
+    args.max_rounds = args.max_rounds or max_rounds
+    args.naive_requests = args.naive_requests or naive
     torch.set_num_threads(args.threads)
     Meter.threads = args.threads
     new = args.new_tokens
     work = Path(tempfile.mkdtemp(prefix="loraloop-bench-"))
     results: dict = {}
     try:
-        model_dir = build_bench_llama(work / "model")
+        if args.base == "smollm2":
+            model_dir = convert_smollm2(args.cache_dir / "models" / SMOLLM2)
+        else:
+            model_dir = build_bench_llama(work / "model")
         folders = build_adapters(model_dir, work / "adapters", 32)
         rng = random.Random(0)
-        prompts = [[1] + [rng.randrange(4, 32000) for _ in range(31)] for _ in range(32)]
+        prompts = [[1] + [rng.randrange(4, vocab) for _ in range(31)] for _ in range(32)]
         names = [f"a{i:02d}" for i in range(32)]
 
         # --- baselines: plain HF model and peft ---
@@ -248,7 +205,7 @@ def main() -> None:
         settings = Settings(
             data_dir=work / "data",
             base_model=str(model_dir),
-            base_model_id="bench-llama",
+            base_model_id=SMOLLM2 if args.base == "smollm2" else "bench-llama",
             device="cpu",
             dtype="float32",
             max_active_adapters=32,
@@ -269,115 +226,105 @@ def main() -> None:
         async def engine_runs():
             await asyncio.gather(*[engine.load(n) for n in names])  # warm: all 32 in slots
             await bench_engine(engine, prompts[:4], names[:4], 4)  # warm-up
-            mixed = await bench_engine(engine, prompts, names, new)
-            base_only = await bench_engine(engine, prompts, [None] * 32, new)
-            return mixed, base_only
+            return {
+                "engine_mixed_32": await bench_engine(engine, prompts, names, new),
+                "engine_base_32": await bench_engine(engine, prompts, [None] * 32, new),
+                "engine_base_1": await bench_engine(engine, prompts[:1], [None], new),
+            }
 
-        # Interleaved rounds: the machine is shared and noisy (see Rate).
-        rounds: dict[str, list[Rate]] = {name: [] for name in THROUGHPUTS}
-        bench_generate(base, prompts[:4], 4)  # warm-up
         k = args.naive_requests
 
-        def quiet_rounds() -> int:
-            return sum(
-                max(x.foreign for x in measured) < QUIET for measured in zip(*rounds.values())
-            )
+        def one_round() -> dict[str, Rate]:
+            rates = {
+                "generate_base_32": bench_generate(base, prompts, new),
+                "peft_mixed_32": bench_generate(peft_model, prompts, new, adapter_names=names),
+            }
+            rates.update(asyncio.run(engine_runs()))
+            rates["generate_base_1"] = bench_generate(base, prompts[:1], new)
+            rates["naive_one_at_a_time"] = bench_naive(peft_model, prompts[:k], names[:k], new)
+            return rates
 
-        done = 0
-        while done < args.rounds or (quiet_rounds() < 2 and done < args.max_rounds):
-            done += 1
-            rounds["generate_base_32"].append(bench_generate(base, prompts, new))
-            rounds["peft_mixed_32"].append(
-                bench_generate(peft_model, prompts, new, adapter_names=names)
-            )
-            mixed, base_only = asyncio.run(engine_runs())
-            rounds["engine_mixed_32"].append(mixed)
-            rounds["engine_base_32"].append(base_only)
-            rounds["generate_base_1"].append(bench_generate(base, prompts[:1], new))
-            rounds["naive_one_at_a_time"].append(
-                bench_naive(peft_model, prompts[:k], names[:k], new)
-            )
-        for name, rates in rounds.items():
-            results[f"{name}_wall"] = statistics.median(r.wall for r in rates)
-            results[f"{name}_wall_best"] = max(r.wall for r in rates)
-            results[f"{name}_cpu"] = statistics.median(r.cpu for r in rates)
-        # Ratios within each round (measured back to back), then the median over the rounds in
-        # which other processes kept less than QUIET cores busy during both measurements (all
-        # rounds if none was quiet): a burst of load from other jobs skews one pair, not all.
-        results["rounds"] = {k: [r._asdict() for r in v] for k, v in rounds.items()}
-        for num, den, _ in RATIOS:
-            pairs = list(zip(rounds[num], rounds[den], strict=True))
-            quiet = [(a, b) for a, b in pairs if max(a.foreign, b.foreign) < QUIET]
-            used = quiet or pairs
-            results[f"{num}/{den}_wall"] = statistics.median(a.wall / b.wall for a, b in used)
-            results[f"{num}/{den}_cpu"] = statistics.median(a.cpu / b.cpu for a, b in used)
-            results[f"{num}/{den}_rounds"] = len(quiet)
-
-        # --- staggered arrivals vs all at once, the same workload ---
-        async def staggered():
-            long_new = 4 * new
-            at_once_ttfts, at_once = await bench_mixed_workload(
-                engine, prompts, names, new, long_new, None
-            )
-            # the 28 short requests arrive over about the first half of the long generations
-            window = 0.5 * (4 * long_new + 28 * new) / at_once  # half the all-at-once wall time
-            ttfts, spread = await bench_mixed_workload(
-                engine, prompts, names, new, long_new, rate=28 / window
-            )
-            return at_once_ttfts, at_once, ttfts, spread
-
-        at_once_ttfts, at_once, ttfts, staggered_tps = asyncio.run(staggered())
-        results.update(asyncio.run(newcomer_ttft(engine, prompts, names, args.newcomers)))
-        results.update(asyncio.run(shared_prefill(engine, names[0], args.n_rounds)))
-        results["all_at_once_tps"] = at_once
-        results["staggered_tps"] = staggered_tps
-        results["ttft_p50_ms"] = percentile(ttfts, 0.5) * 1000
-        results["ttft_p99_ms"] = percentile(ttfts, 0.99) * 1000
-        results["ttft_all_at_once_p50_ms"] = percentile(at_once_ttfts, 0.5) * 1000
-
-        # --- slot loads ---
-        # With 32 resident: re-copy the adapter of slot 32 into it (same bytes, state unchanged).
-        entries = engine.adapters._entries  # the bench reads the host copies
-        in_32 = next(e for e in entries.values() if e.slot == 32 and e.weights is not None)
-        results["slot_load_ms_32_resident"] = median_ms(
-            lambda: engine.lora.load(32, in_32.weights), 50
-        )
-        results["slot_load_ms_1_resident"] = slot_load_ms_one_resident(
-            model_dir, settings, in_32.weights
-        )
-
-        # --- cold loads and hot-swap ---
-        async def cold_and_swap():
-            await engine.unload("a05")
-            t = time.perf_counter()
-            await engine.load("a05")
-            disk = (time.perf_counter() - t) * 1000
-            await engine.unload("a06")
-            shutil.rmtree(settings.cache_dir / "a06")
-            t = time.perf_counter()
-            await engine.load("a06")
-            reg = (time.perf_counter() - t) * 1000
-            v2 = registry.publish(folders[7], "a00", "policy")
-            one = SamplingParams(max_tokens=1, temperature=0)
-            await engine.complete(prompts[0], "a00", one)  # a00 -> @1 followed
-            t = time.perf_counter()
-            registry.set_alias("a00", "production", v2.version)
-            await engine.refresh_aliases()
-            served = await engine.complete(prompts[0], "a00", one)
-            swap = (time.perf_counter() - t) * 1000
-            assert str(served.version) == "a00@2", served.version
-            return disk, reg, swap
-
-        disk, reg, swap = asyncio.run(cold_and_swap())
-        results["cold_load_disk_ms"] = disk
-        results["cold_load_registry_ms"] = reg
-        results["hot_swap_ms"] = swap
+        # Interleaved rounds: the machine is shared and noisy (see Rate).
+        bench_generate(base, prompts[:4], 4)  # warm-up
+        results.update(summarize(measure_rounds(one_round, args.rounds, args.max_rounds)))
+        if args.base == "bench-llama":
+            results.update(engine_sections(engine, registry, model_dir, folders, prompts, args))
         engine.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(results, args)
     if args.json:  # includes every round's figures
         args.json.write_text(json.dumps(results, indent=2))
+
+
+def engine_sections(engine: Engine, registry, model_dir: Path, folders, prompts, args) -> dict:
+    """The sections on the engine's own mechanics: staggered arrivals, a newcomer's time to
+    first token under load, n choices, slot and cold loads, hot swap."""
+    names = [f"a{i:02d}" for i in range(32)]
+    new = args.new_tokens
+    settings = engine.settings
+    results: dict = {}
+
+    # --- staggered arrivals vs all at once, the same workload ---
+    async def staggered():
+        long_new = 4 * new
+        at_once_ttfts, at_once = await bench_mixed_workload(
+            engine, prompts, names, new, long_new, None
+        )
+        # the 28 short requests arrive over about the first half of the long generations
+        window = 0.5 * (4 * long_new + 28 * new) / at_once  # half the all-at-once wall time
+        ttfts, spread = await bench_mixed_workload(
+            engine, prompts, names, new, long_new, rate=28 / window
+        )
+        return at_once_ttfts, at_once, ttfts, spread
+
+    at_once_ttfts, at_once, ttfts, staggered_tps = asyncio.run(staggered())
+    results.update(asyncio.run(newcomer_ttft(engine, prompts, names, args.newcomers)))
+    results.update(asyncio.run(shared_prefill(engine, names[0], args.n_rounds)))
+    results["all_at_once_tps"] = at_once
+    results["staggered_tps"] = staggered_tps
+    results["ttft_p50_ms"] = percentile(ttfts, 0.5) * 1000
+    results["ttft_p99_ms"] = percentile(ttfts, 0.99) * 1000
+    results["ttft_all_at_once_p50_ms"] = percentile(at_once_ttfts, 0.5) * 1000
+
+    # --- slot loads ---
+    # With 32 resident: re-copy the adapter of slot 32 into it (same bytes, state unchanged).
+    entries = engine.adapters._entries  # the bench reads the host copies
+    in_32 = next(e for e in entries.values() if e.slot == 32 and e.weights is not None)
+    results["slot_load_ms_32_resident"] = median_ms(
+        lambda: engine.lora.load(32, in_32.weights), 50
+    )
+    results["slot_load_ms_1_resident"] = slot_load_ms_one_resident(
+        model_dir, settings, in_32.weights
+    )
+
+    # --- cold loads and hot-swap ---
+    async def cold_and_swap():
+        await engine.unload("a05")
+        t = time.perf_counter()
+        await engine.load("a05")
+        disk = (time.perf_counter() - t) * 1000
+        await engine.unload("a06")
+        shutil.rmtree(settings.cache_dir / "a06")
+        t = time.perf_counter()
+        await engine.load("a06")
+        reg = (time.perf_counter() - t) * 1000
+        v2 = registry.publish(folders[7], "a00", "policy")
+        one = SamplingParams(max_tokens=1, temperature=0)
+        await engine.complete(prompts[0], "a00", one)  # a00 -> @1 followed
+        t = time.perf_counter()
+        registry.set_alias("a00", "production", v2.version)
+        await engine.refresh_aliases()
+        served = await engine.complete(prompts[0], "a00", one)
+        swap = (time.perf_counter() - t) * 1000
+        assert str(served.version) == "a00@2", served.version
+        return disk, reg, swap
+
+    disk, reg, swap = asyncio.run(cold_and_swap())
+    results["cold_load_disk_ms"] = disk
+    results["cold_load_registry_ms"] = reg
+    results["hot_swap_ms"] = swap
+    return results
 
 
 def prefill_ms(engine: Engine, ids: list[int], adapter: str, repeats: int = 5) -> float:
@@ -482,44 +429,14 @@ def slot_load_ms_one_resident(model_dir: Path, settings: Settings, weights) -> f
     return median_ms(lambda: lora.load(2, weights), 50)
 
 
-THROUGHPUTS = {
-    "generate_base_1": "generate base, batch 1",
-    "generate_base_32": "generate base, batch 32",
-    "peft_mixed_32": "peft mixed, 32 adapters, batch 32",
-    "naive_one_at_a_time": "naive server (one request at a time, set_adapter)",
-    "engine_mixed_32": "engine mixed, 32 requests / 32 adapters",
-    "engine_base_32": "engine base only, 32 requests",
-}
-QUIET = 0.25  # cores kept busy by other processes below which a round counts as quiet
-RATIOS = [  # numerator, denominator, target
-    ("engine_mixed_32", "generate_base_32", 0.9),
-    ("engine_mixed_32", "peft_mixed_32", 1.8),
-    ("engine_mixed_32", "naive_one_at_a_time", 9.0),
-    ("engine_mixed_32", "engine_base_32", 0.9),
-]
-
-
 def report(r: dict, args) -> None:
-    print(
-        f"\nthroughput, tokens/s ({args.threads} threads, 32-token prompts, {args.new_tokens} new "
-        f"tokens; median of {len(r['rounds']['generate_base_32'])} interleaved rounds)"
-    )
-    print(f"  {'':<56} {'wall':>8} {'best':>8} {'CPU time':>9}")
-    for key, name in THROUGHPUTS.items():
-        wall, best, cpu = r[key + "_wall"], r[key + "_wall_best"], r[key + "_cpu"]
-        print(f"  {name:<56} {wall:8.1f} {best:8.1f} {cpu:9.1f}")
-    print(
-        f"\nratios: median over quiet rounds of per-round ratios       wall   CPU time   target"
-        f"   quiet rounds (other jobs < {QUIET} cores)"
-    )
-    for num, den, target in RATIOS:
-        wall, cpu = r[f"{num}/{den}_wall"], r[f"{num}/{den}_cpu"]
-        verdict = "ok" if wall >= target else "MISSED"
-        name = f"{num.replace('_', '-')} / {den.replace('_', '-')}"
-        quiet = r[f"{num}/{den}_rounds"] or f"none (all {len(r['rounds'][num])} used)"
-        print(f"  {name:<55} {wall:6.2f} {cpu:9.2f}   >= {target:<4} {verdict:<6}  {quiet}")
-    foreign = [x["foreign"] for v in r["rounds"].values() for x in v]
-    print(f"  (other processes kept {min(foreign):.2f}-{max(foreign):.2f} cores busy meanwhile)")
+    title = {
+        "bench-llama": "the 58M bench Llama (random weights)",
+        "smollm2": "the real base, SmolLM2-135M-Instruct",
+    }[args.base]
+    report_throughput(r, args.threads, args.new_tokens, title)
+    if args.base != "bench-llama":
+        return
     print(
         f"\nstaggered: 28 requests arrive (Poisson) while 4 long ({4 * args.new_tokens} tokens) run"
     )

@@ -164,7 +164,12 @@ class _DecodeView:
     """One new column per running row, attended over each row's columns [0, position]."""
 
     def __init__(self, cache: KVCache, width: int, rows: torch.Tensor, positions: torch.Tensor):
-        self.cache, self.width, self.rows = cache, width, rows
+        self.cache, self.width = cache, width
+        # No hole (the usual case): every row of [0, width) writes, in row order, so the pass's
+        # keys/values are stored as they are, without selecting the running rows per layer.
+        self.rows = None if len(rows) == width else rows
+        if self.rows is None:
+            rows = torch.arange(width, device=rows.device)
         columns = positions.index_select(0, rows)  # [A] where each running row writes
         self.index = cache.index(rows, columns[:, None])
         span = int(columns.max()) + 1
@@ -176,7 +181,9 @@ class _DecodeView:
         # keys [width, kv_heads, 1, head_dim]; only running rows write (holes may be rows
         # whose prompt is being prefilled)
         rows = self.rows
-        self.cache.write(layer, self.index, keys.index_select(0, rows), values.index_select(0, rows))
+        if rows is not None:
+            keys, values = keys.index_select(0, rows), values.index_select(0, rows)
+        self.cache.write(layer, self.index, keys, values)
         cache_k, cache_v = self.cache.keys[layer], self.cache.values[layer]
         return cache_k[: self.width, :, : self.span], cache_v[: self.width, :, : self.span]
 

@@ -24,6 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# A decode step's attention over at most this many keys in all (rows x columns) runs on ONE
+# intra-op thread. SDPA's CPU kernel always splits its heads across threads, and each call then
+# ends at a barrier that waits for the other thread; on cores shared with other busy processes
+# that wait is a scheduler time slice, not the ~20 us the call computes. Profiled on SmolLM2 at
+# batch 1 with 2 threads on 2 busy cores, 30 such calls were 75% of a decode step (41 ms per
+# call); on one thread the same calls take 1 ms in all, and for so few keys a second thread
+# saved nothing even when it got its core (one call, batch 1, 96 keys: 28 us on one thread, 26
+# on two; 1,024 keys: 127 and 143 us). See docs/performance.md, "The real base".
+SERIAL_ATTENTION_KEYS = 2048
+
 
 class KVView(Protocol):
     """The cache columns one forward pass reads and writes (a prefill chunk or a decode step)."""
@@ -67,6 +77,7 @@ class Decoder:
         """Final (normed) hidden states [B, S, hidden] of ``ids`` [B, S] at ``positions``."""
         x = self.model.embed_tokens(ids)
         cos, sin = self.model.rotary_emb(x, positions)  # [B, S, head_dim] each
+        sin = signed_sin(sin)  # once per pass, not once per layer and tensor
         for i, layer in enumerate(self.model.layers):
             x = x + self._attention(i, layer.self_attn, layer.input_layernorm(x), cos, sin, kv)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
@@ -83,19 +94,34 @@ class Decoder:
         v = attn.v_proj(h).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = rope(q, cos, sin), rope(k, cos, sin)
         keys, values = kv.update(i, k, v)
-        out = F.scaled_dot_product_attention(  # [B, heads, S, head_dim]
-            q,
-            keys,
-            values,
-            attn_mask=kv.mask,
-            scale=self.scaling,
-            enable_gqa=self.kv_heads != self.heads,
-        )
+        threads = torch.get_num_threads()
+        serial = threads > 1 and s == 1 and b * keys.shape[2] <= SERIAL_ATTENTION_KEYS
+        if serial:
+            torch.set_num_threads(1)
+        try:
+            out = F.scaled_dot_product_attention(  # [B, heads, S, head_dim]
+                q,
+                keys,
+                values,
+                attn_mask=kv.mask,
+                scale=self.scaling,
+                enable_gqa=self.kv_heads != self.heads,
+            )
+        finally:
+            if serial:
+                torch.set_num_threads(threads)
         return attn.o_proj(out.transpose(1, 2).reshape(b, s, -1))
 
 
-def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding of ``x`` [B, H, S, D] (halves rotated, as Llama checkpoints expect)."""
-    cos, sin = cos[:, None], sin[:, None]
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """``sin`` [..., D] with its first half negated: what ``rope`` takes."""
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, signed: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of ``x`` [B, H, S, D] (halves rotated, as Llama checkpoints expect),
+    with ``signed`` = ``signed_sin(sin)``. Llama's ``x * cos + cat(-x2, x1) * sin`` equals
+    ``x * cos + roll(x, D/2) * signed`` bit for bit (a negation is exact), in 4 ops instead of
+    6: at batch 1 a step is ~1,500 small ops over 30 layers, so each op per layer counts."""
+    return x * cos[:, None] + x.roll(x.shape[-1] // 2, dims=-1) * signed[:, None]
