@@ -95,7 +95,9 @@ class Decoder:
         q, k = rope(q, cos, sin), rope(k, cos, sin)
         keys, values = kv.update(i, k, v)
         threads = torch.get_num_threads()
-        serial = threads > 1 and s == 1 and b * keys.shape[2] <= SERIAL_ATTENTION_KEYS
+        # CPU only: the intra-op thread count means nothing to a GPU kernel
+        serial = (threads > 1 and s == 1 and keys.device.type == "cpu"
+                  and b * keys.shape[2] <= SERIAL_ATTENTION_KEYS)
         if serial:
             torch.set_num_threads(1)
         try:
