@@ -278,6 +278,9 @@ class DPOConfig(PolicyConfig):
     data: str = knob(help="preference pairs: JSONL in Vertex or TRL format (.gz ok)")
     beta: float = knob(0.1, "DPO temperature beta")
     label_smoothing: float = knob(0.0, "conservative DPO: assumed label noise in [0, 0.5)")
+    rpo_alpha: float = knob(
+        0.0, "weight of the chosen completions' per-token NLL added to the loss (RPO; 0 = off)"
+    )
     learning_rate: float = knob(5e-4, "AdamW learning rate")
 
     def __post_init__(self) -> None:
@@ -288,6 +291,8 @@ class DPOConfig(PolicyConfig):
             raise _fail("beta", f"must be > 0, got {self.beta}")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise _fail("label_smoothing", f"must be in [0, 0.5), got {self.label_smoothing}")
+        if self.rpo_alpha < 0:
+            raise _fail("rpo_alpha", f"must be >= 0 (0 turns it off), got {self.rpo_alpha}")
 
 
 # --- from a table of values ---

@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     adapter.add_argument("folder", type=Path, help="where to write the data and the adapter")
     adapter.add_argument("--base-model", default="smollm2-135m-instruct")
     adapter.add_argument("--prompts", type=int, default=200)
-    adapter.add_argument("--steps", type=int, default=12)
+    adapter.add_argument("--steps", type=int, default=90)
     adapter.add_argument("--seed", type=int, default=0)
     adapter.set_defaults(run=demo_adapter_command)
     return parser

@@ -2,6 +2,11 @@
 
     h      = [log pi(y_c|x) - log ref(y_c|x)] - [log pi(y_r|x) - log ref(y_r|x)]
     loss   = -(1 - eps) * logsigmoid(beta * h) - eps * logsigmoid(-beta * h)
+           + rpo_alpha * NLL(y_c|x)          (RPO, Pang et al. 2024; TRL's ``rpo_alpha``)
+
+NLL(y_c|x) is the chosen completions' mean negative log-likelihood per token, as TRL's
+``nll_loss``: it keeps the chosen text likely, so DPO cannot win the pair by making both
+completions unlikely (the fluent text falls apart while the margin still grows).
 
 pi = base + policy LoRA; ref = the same base with the adapter disabled, so DPO needs no second
 model. log p(y|x) sums the completion's token log-probabilities (EOS included).
@@ -43,13 +48,26 @@ def dpo_loss(
     ref_rejected: Tensor,
     beta: float,
     label_smoothing: float = 0.0,
+    rpo_alpha: float = 0.0,
+    chosen_tokens: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """DPO loss over pairs (all inputs [N] sequence log-probs). Returns (loss, h [N])."""
+    """DPO loss over pairs (all inputs [N] sequence log-probs), plus ``rpo_alpha`` times the
+    chosen completions' per-token NLL (``chosen_tokens`` [N]: their token counts, needed when
+    ``rpo_alpha`` > 0). Returns (loss, h [N])."""
     h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
     losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(
         -beta * h
     )
-    return losses.mean(), h.detach()
+    loss = losses.mean()
+    if rpo_alpha:
+        assert chosen_tokens is not None, "rpo_alpha needs the chosen completions' token counts"
+        loss = loss + rpo_alpha * chosen_nll(policy_chosen, chosen_tokens)
+    return loss, h.detach()
+
+
+def chosen_nll(policy_chosen: Tensor, chosen_tokens: Tensor) -> Tensor:
+    """Mean NLL per token over all chosen completions of the batch ([N] sums, [N] counts)."""
+    return -policy_chosen.sum() / chosen_tokens.sum().clamp(min=1)
 
 
 def fit(ctx: RunContext, shared: SharedBase, train: list[EncodedPair], progress: Progress) -> None:
@@ -73,6 +91,7 @@ def fit(ctx: RunContext, shared: SharedBase, train: list[EncodedPair], progress:
             ref_chosen, ref_rejected = shared.sequence_logprobs(
                 batch.input_ids, batch.attention_mask, batch.target_mask
             ).chunk(2)
+        chosen_tokens = batch.target_mask[:, 1:].sum(-1).chunk(2)[0]  # [B] completion tokens
         policy_chosen, policy_rejected = sequence_logprobs(
             model, batch.input_ids, batch.attention_mask, batch.target_mask
         ).chunk(2)
@@ -83,6 +102,8 @@ def fit(ctx: RunContext, shared: SharedBase, train: list[EncodedPair], progress:
             ref_rejected,
             config.beta,
             config.label_smoothing,
+            config.rpo_alpha,
+            chosen_tokens,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -94,6 +115,7 @@ def fit(ctx: RunContext, shared: SharedBase, train: list[EncodedPair], progress:
             loss=world.mean(loss.item()),
             accuracy=world.mean((h > 0).float().mean().item()),
             margin=world.mean((policy_chosen - policy_rejected).mean().item()),
+            chosen_nll=world.mean(chosen_nll(policy_chosen.detach(), chosen_tokens).item()),
         )
         progress.advance()
     shared.eval()

@@ -103,6 +103,7 @@ def test_flags_alone_and_defaults() -> None:
             "use one of k1, k2, k3",
         ),
         (DPOConfig, {"adapter": "a", "data": "d", "beta": 0}, "beta: must be > 0"),
+        (DPOConfig, {"adapter": "a", "data": "d", "rpo_alpha": -1}, "rpo_alpha: must be >= 0"),
         (DPOConfig, {"adapter": "a", "data": "d", "lora_rank": "8"}, "lora_rank: expected int"),
         (
             RewardConfig,

@@ -40,6 +40,35 @@ def test_dpo_loss_by_hand() -> None:
     assert smoothed.item() == pytest.approx(expected, 1e-6)
 
 
+def test_rpo_alpha_adds_the_chosen_completions_per_token_nll() -> None:
+    # two pairs; chosen log-probs -3 over 2 tokens and -9 over 4: NLL = 12 / 6 = 2 per token
+    pairs = (torch.tensor([-3.0, -9.0]), torch.tensor([-5.0, -6.0]))
+    refs = (torch.tensor([-4.0, -8.0]), torch.tensor([-5.0, -7.0]))
+    tokens = torch.tensor([2, 4])
+    plain, h = dpo_loss(*pairs, *refs, 0.1)
+
+    off, _ = dpo_loss(*pairs, *refs, 0.1, rpo_alpha=0.0, chosen_tokens=tokens)
+    rpo, rpo_h = dpo_loss(*pairs, *refs, 0.1, rpo_alpha=0.5, chosen_tokens=tokens)
+
+    assert off.item() == plain.item()
+    assert rpo.item() == pytest.approx(plain.item() + 0.5 * 2.0, 1e-6)
+    assert torch.equal(rpo_h, h)  # the implicit reward (and its accuracy) is DPO's alone
+
+
+def test_the_rpo_term_pulls_the_chosen_log_prob_up() -> None:
+    chosen = torch.tensor([-3.0], requires_grad=True)
+    rest = (torch.tensor([-5.0]), torch.tensor([-3.0]), torch.tensor([-5.0]))
+    grads = []
+    for alpha in (0.0, 1.0):
+        chosen.grad = None
+        loss, _ = dpo_loss(chosen, *rest, 0.1, rpo_alpha=alpha, chosen_tokens=torch.tensor([3]))
+        loss.backward()
+        grads.append(chosen.grad.item())
+
+    # descent raises log p(chosen) by 1/3 more per unit step: the NLL's gradient is -1/tokens
+    assert grads[1] == pytest.approx(grads[0] - 1 / 3, 1e-6)
+
+
 def test_dpo_raises_the_held_out_margin_and_registers_a_policy(
     sft_settings, demo_files, reward_run
 ) -> None:
