@@ -58,19 +58,24 @@ class Meter:
         return Rate(tokens / self.wall, tokens / self.cpu * self.threads, foreign)
 
 
+def greedy(model, prompts: list[list[int]], new: int, **kwargs) -> None:
+    """Exactly ``new`` greedy tokens for each of ``prompts`` (one length), in one batch."""
+    ids = torch.tensor(prompts)
+    model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=new,
+        min_new_tokens=new,
+        do_sample=False,
+        pad_token_id=3,  # never used: the prompts have one length and no row stops early
+        **kwargs,
+    )
+
+
 @torch.no_grad()
 def bench_generate(model, prompts: list[list[int]], new: int, **kwargs) -> Rate:
-    ids = torch.tensor(prompts)
     with Meter() as meter:
-        model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=new,
-            min_new_tokens=new,
-            do_sample=False,
-            pad_token_id=3,  # never used: the prompts have one length and no row stops early
-            **kwargs,
-        )
+        greedy(model, prompts, new, **kwargs)
     return meter.rate(len(prompts) * new)
 
 
@@ -79,15 +84,7 @@ def bench_naive(peft_model, prompts: list[list[int]], names: list[str], new: int
     with Meter() as meter:
         for ids, name in zip(prompts, names, strict=True):
             peft_model.set_adapter(name)
-            x = torch.tensor([ids])
-            peft_model.generate(
-                input_ids=x,
-                attention_mask=torch.ones_like(x),
-                max_new_tokens=new,
-                min_new_tokens=new,
-                do_sample=False,
-                pad_token_id=3,
-            )
+            greedy(peft_model, [ids], new)
     return meter.rate(len(prompts) * new)
 
 
