@@ -36,9 +36,10 @@ from pathlib import Path
 
 import httpx
 
-from bench.engine import RANK, _busy_seconds, build_adapters
+from bench.engine import RANK, build_adapters
 from bench.http_profile import profile_server
 from bench.models import build_bench_llama
+from bench.throughput import busy_seconds
 from core.base.folders import base_model_info
 from core.registry import open_registry
 from core.settings import Settings, child_environment
@@ -179,14 +180,14 @@ class Measure:
 
 
 def over_http(label: str, client: LoadClient, url: str, pid: int, bodies: list[dict], stream: bool) -> Measure:
-    busy, cpu, load_cpu = _busy_seconds(), process_cpu(pid), process_cpu(client.process.pid)
+    busy, cpu, load_cpu = busy_seconds(), process_cpu(pid), process_cpu(client.process.pid)
     wall, bench_cpu = time.perf_counter(), time.process_time()
     result = client.run(url, bodies, stream)
     wall = time.perf_counter() - wall
     server_cpu = process_cpu(pid) - cpu
     known = server_cpu + process_cpu(client.process.pid) - load_cpu + time.process_time() - bench_cpu
     check_tokens(label, result)
-    foreign = max(0.0, (_busy_seconds() - busy - known) / wall)
+    foreign = max(0.0, (busy_seconds() - busy - known) / wall)
     ttft = [t for t in result["ttft"] if t is not None]
     return Measure(label, REQUESTS * NEW_TOKENS, result["seconds"], server_cpu, ttft, foreign)
 
@@ -210,11 +211,11 @@ def in_process(engine, prompts: list[list[int]], adapters: list[str | None], str
     async def all_of_them() -> int:
         return sum(await asyncio.gather(*(one(p, a) for p, a in zip(prompts, adapters, strict=True))))
 
-    busy, cpu, wall = _busy_seconds(), time.process_time(), time.perf_counter()
+    busy, cpu, wall = busy_seconds(), time.process_time(), time.perf_counter()
     tokens = asyncio.run(all_of_them())
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     assert tokens == REQUESTS * NEW_TOKENS, tokens
-    foreign = max(0.0, (_busy_seconds() - busy - cpu) / wall)
+    foreign = max(0.0, (busy_seconds() - busy - cpu) / wall)
     return Measure("engine in-process", tokens, wall, cpu, ttfts, foreign)
 
 

@@ -28,10 +28,10 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
 
 def thread_of(frames: list[str]) -> str:
     text = ";".join(frames)
-    if "service/engine/engine.py" in text and "_loop" in text:
+    if "service/engine/engine_thread.py" in text and "_loop" in text:
         return "engine thread (scheduler, model)"
-    if "completion_log" in text:
-        return "completion log thread"
+    if "completion_log" in text or "group_commit" in text:
+        return "writer threads (completion log, group commit)"
     if "concurrent/futures/thread.py" in text:
         return "thread pools (tokenize, lookups)"
     if "uvicorn" in text or "run_forever" in text or "run_until_complete" in text:

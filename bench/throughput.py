@@ -30,7 +30,7 @@ class Rate(NamedTuple):
     foreign: float
 
 
-def _busy_seconds() -> float:
+def busy_seconds() -> float:
     """CPU seconds all processes spent busy since boot (Linux); 0 where unknown."""
     try:
         with open("/proc/stat") as f:
@@ -45,13 +45,13 @@ class Meter:
     threads = 2
 
     def __enter__(self) -> Self:
-        self.wall, self.cpu, self.busy = time.perf_counter(), time.process_time(), _busy_seconds()
+        self.wall, self.cpu, self.busy = time.perf_counter(), time.process_time(), busy_seconds()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self.wall
         self.cpu = time.process_time() - self.cpu
-        self.busy = _busy_seconds() - self.busy
+        self.busy = busy_seconds() - self.busy
 
     def rate(self, tokens: int) -> Rate:
         foreign = max(0.0, (self.busy - self.cpu) / self.wall)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection
 
 import torch
 
-from service.engine.decoder import Decoder
+from service.engine.decoder import Decoder, Part
 from service.engine.kv_cache import KVCache
 
 
@@ -103,6 +103,7 @@ class PrefillGroup:
         self.last = torch.zeros(len(prompts), dtype=torch.long)  # [P] index of the last token
         self._last_hidden: torch.Tensor | None = None  # [P, hidden], filled chunk by chunk
         self.done = 0  # columns already in the cache
+        self._chunk = (0, 0)  # the columns of the part handed out last
 
     @property
     def width(self) -> int:
@@ -112,21 +113,27 @@ class PrefillGroup:
     def finished(self) -> bool:
         return self.done == self.width
 
-    def step(
+    def part(self, token_budget: int) -> Part:
+        """The next chunk of the prompts as a forward pass's part: at most ``token_budget``
+        tokens, padding included, but at least one column. Pass its hidden states to
+        ``after``."""
+        prompts = self.ids.shape[0]
+        start, end = self.done, min(self.width, self.done + max(1, token_budget // prompts))
+        self._chunk = (start, end)
+        return Part(self.ids[:, start:end], self.positions[:, start:end],
+                    _PrefillView(self, start, end))
+
+    def after(
         self,
         decoder: Decoder,
-        token_budget: int,
+        hidden: torch.Tensor,
         positions_sink: PositionsSink | None = None,
         every_position: Collection[int] = (),
     ) -> torch.Tensor | None:
-        """Process the next chunk (at most ``token_budget`` tokens, padding included, but at
-        least one column). Returns each prompt's last logits [P, V] once every prompt is in.
-        The prompts in ``every_position`` also hand their chunk's logits to ``positions_sink``
-        (see PositionsSink)."""
-        prompts = self.ids.shape[0]
-        start, end = self.done, min(self.width, self.done + max(1, token_budget // prompts))
-        view = _PrefillView(self, start, end)
-        hidden = decoder.hidden(self.ids[:, start:end], self.positions[:, start:end], view)
+        """Take the chunk's ``hidden`` states [P, chunk, hidden]. Returns each prompt's last
+        logits [P, V] once every prompt is in. The prompts in ``every_position`` also hand
+        their chunk's logits to ``positions_sink`` (see PositionsSink)."""
+        (start, end), prompts = self._chunk, self.ids.shape[0]
         if positions_sink is not None:
             self._every_position(decoder, hidden, start, end, positions_sink, every_position)
         # a prompt's last token may sit in an earlier chunk than the longest prompt's
@@ -141,6 +148,17 @@ class PrefillGroup:
             return None
         assert self._last_hidden is not None
         return decoder.logits(self._last_hidden)
+
+    def step(
+        self,
+        decoder: Decoder,
+        token_budget: int,
+        positions_sink: PositionsSink | None = None,
+        every_position: Collection[int] = (),
+    ) -> torch.Tensor | None:
+        """``part`` and ``after`` in a pass of its own."""
+        hidden = decoder.hidden_parts([self.part(token_budget)])[0]
+        return self.after(decoder, hidden, positions_sink, every_position)
 
     def _every_position(
         self,
@@ -196,6 +214,7 @@ class DecodeBatch:
         device = cache.keys[0].device
         self.next_ids = torch.zeros(cache.rows, dtype=torch.long, device=device)
         self.positions = torch.zeros(cache.rows, dtype=torch.long, device=device)
+        self._rows = self.positions[:0]  # the rows of the part handed out last
 
     def join(self, rows: list[int], tokens: torch.Tensor, positions: list[int]) -> None:
         """``rows`` start decoding: feed ``tokens`` [k] at ``positions`` next."""
@@ -208,14 +227,16 @@ class DecodeBatch:
         if rows:
             self.positions[torch.tensor(rows, device=self.positions.device)] = 0
 
-    def step(self, decoder: Decoder, rows: list[int]) -> torch.Tensor:
-        """Feed the next tokens of ``rows``; returns their logits [len(rows), V] in that order.
-        The caller sets their ``next_ids`` afterwards."""
+    def part(self, rows: list[int]) -> Part:
+        """The next tokens of ``rows`` as a forward pass's part, over rows [0, max + 1) (see
+        the module's docstring). Pass its hidden states to ``after``."""
         width = max(rows) + 1
-        index = torch.tensor(rows, device=self.next_ids.device)
+        self._rows = index = torch.tensor(rows, device=self.next_ids.device)
         view = _DecodeView(self.cache, width, index, self.positions[:width])
-        hidden = decoder.hidden(
-            self.next_ids[:width, None], self.positions[:width, None], view
-        )  # [width, 1, hidden]
-        self.positions[index] += 1
-        return decoder.logits(hidden[index, 0])
+        return Part(self.next_ids[:width, None], self.positions[:width, None], view)
+
+    def after(self, decoder: Decoder, hidden: torch.Tensor) -> torch.Tensor:
+        """Take the step's ``hidden`` states [width, 1, hidden]; returns the logits [k, V] of
+        the rows given to ``part``, in that order. The caller sets their ``next_ids``."""
+        self.positions[self._rows] += 1
+        return decoder.logits(hidden[self._rows, 0])

@@ -18,7 +18,8 @@ The projections may be LoraLinear wrappers: each row then adds its own adapter's
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,15 @@ class KVView(Protocol):
         ...
 
 
+class Part(NamedTuple):
+    """Tokens of one forward pass that share a shape and a cache view: ``ids`` and
+    ``positions`` [B, S], read and written through ``kv``."""
+
+    ids: torch.Tensor
+    positions: torch.Tensor
+    kv: KVView
+
+
 class Decoder:
     """A Llama-family causal LM's modules, called in order. Raises ValueError for a model
     that does not have them (the message names what is missing)."""
@@ -75,24 +85,59 @@ class Decoder:
 
     def hidden(self, ids: torch.Tensor, positions: torch.Tensor, kv: KVView) -> torch.Tensor:
         """Final (normed) hidden states [B, S, hidden] of ``ids`` [B, S] at ``positions``."""
+        return self.hidden_parts([Part(ids, positions, kv)])[0]
+
+    def hidden_parts(self, parts: Sequence[Part]) -> list[torch.Tensor]:
+        """One forward pass over several parts (a decode step's rows and a prefill chunk):
+        each part's final hidden states [B, S, hidden]. The parts' tokens go through every
+        projection and MLP as ONE matrix, so each weight is read once per pass, not once per
+        part; only attention runs per part, on its own rows of the cache. A LoRA binding for
+        such a pass is a ``lora.Parts`` of the same parts in the same order."""
+        if len(parts) == 1:  # as it is: [B, S]
+            ids = parts[0].ids
+        else:  # packed: [1, T], the parts' tokens one after the other
+            ids = torch.cat([p.ids.reshape(-1) for p in parts])[None]
         x = self.model.embed_tokens(ids)
-        cos, sin = self.model.rotary_emb(x, positions)  # [B, S, head_dim] each
-        sin = signed_sin(sin)  # once per pass, not once per layer and tensor
+        # [B, S, head_dim] each, per part; sin signed once per pass, not per layer and tensor
+        rotations = [self.model.rotary_emb(x, p.positions) for p in parts]
+        rotations = [(cos, signed_sin(sin)) for cos, sin in rotations]
         for i, layer in enumerate(self.model.layers):
-            x = x + self._attention(i, layer.self_attn, layer.input_layernorm(x), cos, sin, kv)
+            h = layer.input_layernorm(x)
+            x = x + self._attention(i, layer.self_attn, h, rotations, parts)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
-        return self.model.norm(x)
+        x = self.model.norm(x)
+        if len(parts) == 1:
+            return [x]
+        flat, out, at = x.view(-1, x.shape[-1]), [], 0
+        for part in parts:
+            b, s = part.ids.shape
+            out.append(flat[at : at + b * s].view(b, s, -1))
+            at += b * s
+        return out
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits [..., vocab] of hidden states [..., hidden]."""
         return self.lm_head(hidden)
 
-    def _attention(self, i, attn, h, cos, sin, kv: KVView) -> torch.Tensor:
-        b, s, _ = h.shape
-        q = attn.q_proj(h).view(b, s, self.heads, self.head_dim).transpose(1, 2)
-        k = attn.k_proj(h).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = attn.v_proj(h).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = rope(q, cos, sin), rope(k, cos, sin)
+    def _attention(self, i, attn, h, rotations, parts: Sequence[Part]) -> torch.Tensor:
+        # [tokens, features]: every part's rows, one after the other
+        q_all, k_all, v_all = (proj(h).flatten(0, -2) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+        outs, at = [], 0
+        for part, (cos, sin) in zip(parts, rotations, strict=True):
+            b, s = part.ids.shape
+            n = b * s
+            q = q_all[at : at + n].view(b, s, self.heads, self.head_dim).transpose(1, 2)
+            k = k_all[at : at + n].view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = v_all[at : at + n].view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+            at += n
+            outs.append(self._attend(i, rope(q, cos, sin), rope(k, cos, sin), v, part.kv))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return attn.o_proj(out.view(*h.shape[:-1], -1))
+
+    def _attend(self, i, q, k, v, kv: KVView) -> torch.Tensor:
+        """Attention of ``q`` [B, heads, S, head_dim] over the part's cache columns, with this
+        pass's ``k``, ``v`` stored first: [B * S, heads * head_dim]."""
+        b, _, s, _ = q.shape
         keys, values = kv.update(i, k, v)
         threads = torch.get_num_threads()
         # CPU only: the intra-op thread count means nothing to a GPU kernel
@@ -112,7 +157,7 @@ class Decoder:
         finally:
             if serial:
                 torch.set_num_threads(threads)
-        return attn.o_proj(out.transpose(1, 2).reshape(b, s, -1))
+        return out.transpose(1, 2).reshape(b * s, -1)
 
 
 def signed_sin(sin: torch.Tensor) -> torch.Tensor:

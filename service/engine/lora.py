@@ -42,7 +42,7 @@ BASE_SLOT = 0
 class _Binding:
     """The rows of the forward pass in progress; shared by every LoraLinear of one model."""
 
-    rows: GatheredRows | BatchRows | None = None
+    rows: GatheredRows | BatchRows | Parts | None = None
 
 
 class LoraLinear(nn.Module):
@@ -80,13 +80,20 @@ class LoraLinear(nn.Module):
         rows = self.binding.rows
         if rows is None:
             return y
-        weights = rows.weights(self)
-        if weights is None:  # no row's adapter targets this projection
-            return y
-        A_t, B_t, scaling = weights  # A^T [B, in, r], B^T [B, r, out], [B]
-        delta = torch.bmm(torch.bmm(x, A_t), B_t)  # [B, S, r] -> [B, S, out]
-        # peft computes result + (B (A x)) * scaling; addcmul does it in one op.
-        return torch.addcmul(y, delta, scaling[:, None, None])
+        if isinstance(rows, Parts):
+            return rows.add_updates(self, x, y)
+        return add_update(x, y, rows.weights(self))
+
+
+def add_update(x: torch.Tensor, y: torch.Tensor, weights) -> torch.Tensor:
+    """``y`` plus each row's LoRA update of ``x`` [B, S, in]; ``weights`` from a binding's
+    ``weights`` (None: no row's adapter targets this projection)."""
+    if weights is None:
+        return y
+    A_t, B_t, scaling = weights  # A^T [B, in, r], B^T [B, r, out], [B]
+    delta = torch.bmm(torch.bmm(x, A_t), B_t)  # [B, S, r] -> [B, S, out]
+    # peft computes result + (B (A x)) * scaling; addcmul does it in one op.
+    return torch.addcmul(y, delta, scaling[:, None, None])
 
 
 class LoraModel:
@@ -180,7 +187,7 @@ class LoraModel:
         return BatchRows(self, capacity)
 
     @contextmanager
-    def use(self, rows: GatheredRows | BatchRows | None) -> Iterator[None]:
+    def use(self, rows: GatheredRows | BatchRows | Parts | None) -> Iterator[None]:
         """Run the model's forward passes inside this block with ``rows`` bound to slots."""
         previous, self.binding.rows = self.binding.rows, rows
         try:
@@ -273,3 +280,24 @@ class BatchRows:
             return None
         n, i = self.width, layer.index
         return self._A[i][:n, :, :r], self._B[i][:n, :r], self._s[i][:n]
+
+
+class Parts:
+    """The bindings of a pass over several parts (``Decoder.hidden_parts``): its tokens come
+    packed, [1, T, in], part after part, each part ``(binding, B, S)`` [B, S] of them. The base
+    projection runs once over all T; each part adds its own rows' updates."""
+
+    def __init__(self, parts: Sequence[tuple[GatheredRows | BatchRows, int, int]]):
+        self.parts = list(parts)
+
+    def add_updates(self, layer: LoraLinear, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        xs, ys = x.flatten(0, -2), y.flatten(0, -2)  # views: y is the base's fresh output
+        at = 0
+        for rows, b, s in self.parts:
+            weights = rows.weights(layer)
+            if weights is not None:
+                A_t, B_t, scaling = weights
+                delta = torch.bmm(torch.bmm(xs[at : at + b * s].view(b, s, -1), A_t), B_t)
+                ys[at : at + b * s].view(b, s, -1).addcmul_(delta, scaling[:, None, None])
+            at += b * s
+        return y

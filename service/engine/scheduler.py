@@ -11,12 +11,15 @@ One ``step`` (on the engine thread) is:
    loading, or cannot get a slot yet, lets the next one pass, until it has waited
    SLOT_WAIT_LIMIT for a slot: then nobody overtakes it, so the rows on resident adapters
    drain and free a slot for it;
-3. run ONE prefill chunk of at most ``prefill_chunk_tokens`` tokens (or one reward-scoring
-   chunk): this bounds how long running rows wait for a newcomer's prompt (when nothing runs,
-   up to IDLE_PREFILL_TOKENS go in one chunk: there is nobody to stall). When a group's
-   prompt is complete its first tokens are emitted at once and its rows join the decode batch;
-4. decode one token for every running row, emit, and hand the cache rows of requests that
-   finished (EOS, stop string, max tokens) back, free for the next step. Rows never move.
+3. run ONE forward pass (``_forward``) that carries both the prefill group's next chunk of at
+   most ``prefill_chunk_tokens`` tokens and one decode token for every running row. Packing
+   them into one pass means a newcomer's prompt costs no pass of its own (each pass reads every
+   weight once, which dominates a decode step), and the chunk bound keeps the running rows'
+   step short (when nothing runs, up to IDLE_PREFILL_TOKENS go in one chunk: there is nobody to
+   stall). A reward-scoring chunk, when no prompt is being prefilled, runs as a pass of its own;
+4. emit: the running rows' tokens, rows that finished (EOS, stop string, max tokens) handing
+   their cache rows back; and when the group's prompts are complete, their first tokens, their
+   rows joining the decode batch for the next step. Rows never move.
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ from transformers import PreTrainedModel
 
 from service.engine.adapters import AdapterManager
 from service.engine.batch import DecodeBatch, PositionsSink, PrefillGroup
-from service.engine.decoder import Decoder
+from service.engine.decoder import Decoder, Part
 from service.engine.kv_cache import KVCache
-from service.engine.lora import LoraModel
+from service.engine.lora import BatchRows, GatheredRows, LoraModel, Parts
 from service.engine.request import (
     Event,
     EventSink,
@@ -170,14 +173,10 @@ class Scheduler:
             worked = True
         self._drop_cancelled()
         self._admit()
-        if self.prefill is not None:
-            self._prefill_step()
-            self._flush()  # newcomers' first tokens go out now, not after the decode step
-            worked = True
-        elif self.score_requests:
+        if self.prefill is None and self.score_requests:
             worked = self._score_step() or worked
-        if self.running:
-            self._decode_step()
+        if self.prefill is not None or self.running:
+            self._forward()
             worked = True
         return worked
 
@@ -318,19 +317,42 @@ class Scheduler:
     def _prefill_budget(self) -> int:
         return self.budget if self.running else max(self.budget, IDLE_PREFILL_TOKENS)
 
-    def _prefill_step(self) -> None:
-        assert self.prefill is not None
-        group, requests = self.prefill
-        firsts = [r for r in requests if r.index == 0]  # one per prompt, in group order
-        asked = [p for p, first in enumerate(firsts) if first.params.prompt_logprobs is not None]
-        sink = self._prompt_logprobs_sink(firsts) if asked else None
-        # Every position's logits are [chunk, V] per asking prompt: such chunks keep to the
-        # normal budget even on an idle engine.
-        budget = self._prefill_budget() if sink is None else self.budget
-        with self.lora.use(self.lora.gather([r.slot for r in firsts])):
-            logits = group.step(self.decoder, budget, sink, asked)
-        if logits is None:
-            return
+    def _forward(self) -> None:
+        """ONE forward pass: the prefill group's next chunk and a decode step of the running
+        rows together (Sarathi-style piggybacking), so that a newcomer's prompt costs no pass
+        of its own: on a memory-bound device each pass reads every weight once, whatever the
+        number of tokens it carries."""
+        parts: list[Part] = []
+        bindings: list[tuple[GatheredRows | BatchRows, int, int]] = []
+        prefill = self.prefill
+        if prefill is not None:
+            group, requests = prefill
+            firsts = [r for r in requests if r.index == 0]  # one per prompt, in group order
+            asked = [p for p, first in enumerate(firsts) if first.params.prompt_logprobs is not None]
+            sink = self._prompt_logprobs_sink(firsts) if asked else None
+            # Every position's logits are [chunk, V] per asking prompt: such chunks keep to the
+            # normal budget even on an idle engine.
+            part = group.part(self._prefill_budget() if sink is None else self.budget)
+            parts.append(part)
+            bindings.append((self.lora.gather([r.slot for r in firsts]), *part.ids.shape))
+        running = self.running
+        if running:
+            rows = cache_rows(running)
+            self.rows.width = max(rows) + 1
+            parts.append(self.batch.part(rows))
+            bindings.append((self.rows, self.rows.width, 1))
+        with self.lora.use(bindings[0][0] if len(parts) == 1 else Parts(bindings)):
+            hidden = self.decoder.hidden_parts(parts)
+        if running:  # before the prefill's rows join ``self.running``
+            self._after_decode(self.batch.after(self.decoder, hidden[-1]))
+        if prefill is not None:
+            logits = group.after(self.decoder, hidden[0], sink, asked)
+            if logits is not None:
+                self._join(logits, firsts, requests)
+
+    def _join(self, logits: torch.Tensor, firsts: list[Request], requests: list[Request]) -> None:
+        """The prefill group is done: each choice samples its first token from its prompt's
+        last ``logits``; those that go on join the decode batch."""
         for first in firsts:  # the choices of a prompt share its log-probabilities
             for sibling in first.siblings:
                 sibling.prompt_logprobs = first.prompt_logprobs
@@ -382,11 +404,9 @@ class Scheduler:
 
         return sink
 
-    def _decode_step(self) -> None:
+    def _after_decode(self, logits: torch.Tensor) -> None:
+        """Each running row samples its next token from ``logits`` [rows, V]."""
         rows = cache_rows(self.running)
-        self.rows.width = max(rows) + 1
-        with self.lora.use(self.rows):
-            logits = self.batch.step(self.decoder, rows)
         tokens = self._choose(logits, self.running)
         self.batch.next_ids[torch.tensor(rows, device=tokens.device)] = tokens
         logprobs = token_logprobs(logits, tokens, [r.params for r in self.running])

@@ -234,6 +234,41 @@ def test_a_long_prefill_does_not_stall_running_rows(make_engine, peft_reference)
     assert running[:20] == peft_reference("beta", prompt(1, 5), 60)[:20]
 
 
+def test_a_newcomers_prompt_rides_in_the_running_rows_pass(make_engine, peft_reference):
+    # While a row decodes, each chunk of a newcomer's prompt goes through the model in the SAME
+    # forward pass as the running row's next token (no pass of its own), and both stay exact.
+    engine = make_engine(prefill_chunk_tokens=16)
+    decoder = engine.scheduler.decoder
+    passes: list[list[tuple[int, int]]] = []  # each pass: its parts' [B, S]
+    real = decoder.hidden_parts
+
+    def recording(parts):
+        passes.append([tuple(p.ids.shape) for p in parts])
+        return real(parts)
+
+    decoder.hidden_parts = recording
+
+    async def main():
+        await engine.load("alpha")  # loaded: the newcomer joins at once, while "beta" runs
+        running = await engine.submit(
+            prompt(1, 5), "beta", SamplingParams(max_tokens=100, temperature=0, ignore_eos=True)
+        )
+        first = [(await running.__anext__()).token_id]
+        newcomer = await engine.complete(
+            prompt(2, 64), "alpha", SamplingParams(max_tokens=3, temperature=0)
+        )
+        return first + [e.token_id async for e in running], newcomer.token_ids
+
+    running, newcomer = run(main())
+    fused = [p for p in passes if len(p) == 2]
+    # 64 prompt tokens in chunks of 16: 4 chunks, each beside the running row's decode part
+    assert [p[0] for p in fused] == [(1, 16)] * 4, passes
+    assert all(p[1][1] == 1 for p in fused), passes  # one decode token per row
+    assert not any(p == [(1, 16)] for p in passes), "a chunk ran in a pass of its own"
+    assert newcomer == peft_reference("alpha", prompt(2, 64), 3)
+    assert running == peft_reference("beta", prompt(1, 5), 100)
+
+
 def test_a_cancelled_consumer_task_frees_its_row(make_engine):
     engine = make_engine()
 
@@ -282,16 +317,16 @@ def test_close_fails_pending_requests_and_refuses_new_ones(make_engine):
 
 def test_a_failed_step_fails_its_requests_and_the_engine_keeps_serving(make_engine, peft_reference):
     engine = make_engine()
-    real_decode = engine.scheduler._decode_step
+    real_forward = engine.scheduler._forward
     calls = {"n": 0}
 
-    def flaky_decode():
+    def flaky_forward():
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("device lost")
-        real_decode()
+        real_forward()
 
-    engine.scheduler._decode_step = flaky_decode
+    engine.scheduler._forward = flaky_forward
 
     async def main():
         with pytest.raises(RuntimeError, match="device lost"):

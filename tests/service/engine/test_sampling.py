@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from core.base.checkpoint import load_tokenizer
-from service.engine.sampling import SamplingParams, choose_tokens, mask_top_k, mask_top_p
+from service.engine.sampling import SamplingParams, choose_tokens, draw, mask_top_k, mask_top_p
 from service.engine.text import IncrementalDecoder, StopMatcher
 
 INF = float("-inf")
@@ -39,6 +39,19 @@ def test_choose_tokens_mixes_greedy_and_seeded_rows():
     again = choose_tokens(logits, params, [p.generator(torch.device("cpu")) for p in params])
     assert first[0] == logits[0].argmax() and first[2] == logits[2].argmax()
     assert first.tolist() == again.tolist()  # same seed, same draw
+
+
+def test_draw_follows_the_distribution_and_never_draws_a_zero_probability_token():
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.0, 0.2], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([draw(probs, generator) for _ in range(20_000)])
+    counts = torch.bincount(draws, minlength=5)
+    assert counts[1] == 0 and counts[3] == 0
+    # 4 standard deviations of a frequency over 20,000 draws at p = 0.5 is 0.014
+    assert torch.allclose(counts.double() / 20_000, probs, atol=0.015), counts
+    # the last token with any probability is reachable, and nothing after it
+    tail = torch.tensor([0.0, 0.999999, 1e-6, 0.0], dtype=torch.float64)
+    assert {int(draw(tail, generator)) for _ in range(2_000)} <= {1, 2}
 
 
 def test_stop_matcher_holds_back_possible_prefixes_and_cuts_at_the_stop():
