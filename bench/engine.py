@@ -67,7 +67,7 @@ def build_adapters(model_dir: Path, root: Path, n: int) -> list[Path]:
     model = LlamaForCausalLM.from_pretrained(model_dir)
     get_peft_model(
         model, LoraConfig(r=RANK, lora_alpha=16, target_modules=TARGETS)
-    ).save_pretrained(first)
+    ).save_pretrained(str(first))
     from safetensors.torch import load_file
 
     template = load_file(first / "adapter_model.safetensors")
@@ -301,13 +301,10 @@ def engine_sections(engine: Engine, registry, model_dir: Path, folders, prompts,
     # --- slot loads ---
     # With 32 resident: re-copy the adapter of slot 32 into it (same bytes, state unchanged).
     entries = engine.adapters._entries  # the bench reads the host copies
-    in_32 = next(e for e in entries.values() if e.slot == 32 and e.weights is not None)
-    results["slot_load_ms_32_resident"] = median_ms(
-        lambda: engine.lora.load(32, in_32.weights), 50
-    )
-    results["slot_load_ms_1_resident"] = slot_load_ms_one_resident(
-        model_dir, settings, in_32.weights
-    )
+    weights = next(e.weights for e in entries.values() if e.slot == 32 and e.weights is not None)
+    assert weights is not None  # for the type checker: the filter above
+    results["slot_load_ms_32_resident"] = median_ms(lambda: engine.lora.load(32, weights), 50)
+    results["slot_load_ms_1_resident"] = slot_load_ms_one_resident(model_dir, settings, weights)
 
     # --- cold loads and hot-swap ---
     async def cold_and_swap():
@@ -316,6 +313,7 @@ def engine_sections(engine: Engine, registry, model_dir: Path, folders, prompts,
         await engine.load("a05")
         disk = (time.perf_counter() - t) * 1000
         await engine.unload("a06")
+        assert settings.cache_dir is not None  # Settings fills it in from data_dir
         shutil.rmtree(settings.cache_dir / "a06")
         t = time.perf_counter()
         await engine.load("a06")

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import httpx
 
@@ -295,8 +296,9 @@ def main() -> None:
 
         chats = conversations()
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=False)
-                   for c in chats]
+        # token ids (tokenize=True, return_dict=False), whatever the union transformers declares
+        prompts = [cast(list[int], tokenizer.apply_chat_template(
+            c, add_generation_prompt=True, tokenize=True, return_dict=False)) for c in chats]
         engine_settings = settings.model_copy(update={"data_dir": work / "in-process",
                                                       "cache_dir": work / "in-process" / "cache"})
         engine = Engine(engine_settings, registry, base_info=info)

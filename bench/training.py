@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from peft import get_peft_model
@@ -66,7 +66,9 @@ class FourModels(nn.Module):
         self.reference = load_base_model(settings)
         self.reward = SharedBase(load_base_model(settings), self.tokenizer)
         self.reward.add_adapter(REWARD, lora_config("reward", SPEC), trainable=False)
-        self.critic = get_peft_model(load_base_model(settings), lora_config("policy", SPEC))
+        # a PeftModel (typed by peft as PeftModel | PeftMixedModel, which nn.Module's
+        # attribute typing then loses)
+        self.critic: Any = get_peft_model(load_base_model(settings), lora_config("policy", SPEC))
         self.value_head = nn.Linear(policy.config.hidden_size, 1)
         self._active: str | None = POLICY
 
@@ -136,7 +138,10 @@ def run_layout(
     )
     torch.manual_seed(0)
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    models = shared_models(settings) if layout == "shared" else FourModels(settings)
+    # FourModels offers SharedBase's interface without being one: PPO's code takes either
+    models = cast(
+        SharedBase, shared_models(settings) if layout == "shared" else FourModels(settings)
+    )
     config = PPOConfig(
         adapter="bench",
         prompts="unused",
