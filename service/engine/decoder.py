@@ -83,10 +83,6 @@ class Decoder:
         self.layers = len(inner.layers)
         self.scaling = self.head_dim**-0.5
 
-    def hidden(self, ids: torch.Tensor, positions: torch.Tensor, kv: KVView) -> torch.Tensor:
-        """Final (normed) hidden states [B, S, hidden] of ``ids`` [B, S] at ``positions``."""
-        return self.hidden_parts([Part(ids, positions, kv)])[0]
-
     def hidden_parts(self, parts: Sequence[Part]) -> list[torch.Tensor]:
         """One forward pass over several parts (a decode step's rows and a prefill chunk):
         each part's final hidden states [B, S, hidden]. The parts' tokens go through every

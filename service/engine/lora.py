@@ -81,19 +81,22 @@ class LoraLinear(nn.Module):
         if rows is None:
             return y
         if isinstance(rows, Parts):
-            return rows.add_updates(self, x, y)
-        return add_update(x, y, rows.weights(self))
+            rows.add_updates(self, x, y)
+        else:
+            add_update(x, y, rows.weights(self))
+        return y
 
 
-def add_update(x: torch.Tensor, y: torch.Tensor, weights) -> torch.Tensor:
-    """``y`` plus each row's LoRA update of ``x`` [B, S, in]; ``weights`` from a binding's
+def add_update(x: torch.Tensor, y: torch.Tensor, weights) -> None:
+    """Add each row's LoRA update of ``x`` [B, S, in] to ``y`` [B, S, out] in place (``y`` is
+    the base projection's fresh output, or a view of it); ``weights`` from a binding's
     ``weights`` (None: no row's adapter targets this projection)."""
     if weights is None:
-        return y
+        return
     A_t, B_t, scaling = weights  # A^T [B, in, r], B^T [B, r, out], [B]
     delta = torch.bmm(torch.bmm(x, A_t), B_t)  # [B, S, r] -> [B, S, out]
     # peft computes result + (B (A x)) * scaling; addcmul does it in one op.
-    return torch.addcmul(y, delta, scaling[:, None, None])
+    y.addcmul_(delta, scaling[:, None, None])
 
 
 class LoraModel:
@@ -290,14 +293,11 @@ class Parts:
     def __init__(self, parts: Sequence[tuple[GatheredRows | BatchRows, int, int]]):
         self.parts = list(parts)
 
-    def add_updates(self, layer: LoraLinear, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        xs, ys = x.flatten(0, -2), y.flatten(0, -2)  # views: y is the base's fresh output
+    def add_updates(self, layer: LoraLinear, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Each part's rows' updates of ``x`` [1, T, in], into ``y`` [1, T, out] in place."""
+        xs, ys = x.flatten(0, -2), y.flatten(0, -2)  # views, so ys writes into y
         at = 0
         for rows, b, s in self.parts:
-            weights = rows.weights(layer)
-            if weights is not None:
-                A_t, B_t, scaling = weights
-                delta = torch.bmm(torch.bmm(xs[at : at + b * s].view(b, s, -1), A_t), B_t)
-                ys[at : at + b * s].view(b, s, -1).addcmul_(delta, scaling[:, None, None])
+            span = slice(at, at + b * s)
+            add_update(xs[span].view(b, s, -1), ys[span].view(b, s, -1), rows.weights(layer))
             at += b * s
-        return y
