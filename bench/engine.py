@@ -16,6 +16,12 @@ with like on a noisy shared machine:
 - putting an adapter into a slot with 1 and with 32 resident (and peft's ``load_adapter``);
   cold loads from the disk cache and from the registry; hot-swap time.
 
+Threads: only one thread of the process may run torch ops with an OpenMP team of its own
+(service/engine/threads.py: a second team makes every worker sleep between parallel regions,
+which slowed the engine 1.45x here). So the models and adapters are built on threads that end
+(``on_own_thread``), and every compared variant, ``generate`` and peft included, runs on the
+engine's own thread (``on_engine``): each is measured in the conditions the engine serves in.
+
 Model: Llama, 8 layers, hidden 512, 8 heads, intermediate 1376, vocab 32000 (58M parameters),
 random weights; LoRA r=8 on q/k/v/o; 32-token prompts, 64 new tokens (EOS ignored).
 ``--base smollm2`` measures the tokens/s section alone (fewer rounds) on the real base,
@@ -56,6 +62,7 @@ from core.base.smollm2 import convert_smollm2
 from core.registry import open_registry
 from core.settings import Settings
 from service.engine import Engine, SamplingParams
+from service.engine.threads import on_own_thread
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 RANK = 8
@@ -114,6 +121,11 @@ async def bench_mixed_workload(
             tasks.append(one(ids, adapter, params, delay, True))
         tokens = sum(await asyncio.gather(*tasks))
     return ttfts, meter.rate(tokens).wall
+
+
+def on_engine(engine: Engine, fn):
+    """``fn()`` on the engine's thread, between two of its steps: see the module docstring."""
+    return engine.thread.call(fn).result()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -182,27 +194,22 @@ def main() -> None:
     results: dict = {}
     try:
         if args.base == "smollm2":
-            model_dir = convert_smollm2(args.cache_dir / "models" / SMOLLM2)
+            model_dir = on_own_thread(
+                lambda: convert_smollm2(args.cache_dir / "models" / SMOLLM2), "bench-build"
+            )
         else:
-            model_dir = build_bench_llama(work / "model")
-        folders = build_adapters(model_dir, work / "adapters", 32)
+            model_dir = on_own_thread(lambda: build_bench_llama(work / "model"), "bench-build")
+        folders = on_own_thread(lambda: build_adapters(model_dir, work / "adapters", 32), "bench-build")
         rng = random.Random(0)
         prompts = [[1] + [rng.randrange(4, vocab) for _ in range(31)] for _ in range(32)]
         names = [f"a{i:02d}" for i in range(32)]
 
         # --- baselines: plain HF model and peft ---
-        base = LlamaForCausalLM.from_pretrained(model_dir).eval()
-        peft_model = PeftModel.from_pretrained(
-            LlamaForCausalLM.from_pretrained(model_dir).eval(), folders[0], adapter_name=names[0]
+        base, peft_model, load_times = on_own_thread(
+            lambda: load_baselines(model_dir, folders, names), "bench-build"
         )
-        load_times = []
-        for name, folder in zip(names[1:], folders[1:], strict=True):
-            t = time.perf_counter()
-            peft_model.load_adapter(folder, adapter_name=name)
-            load_times.append((time.perf_counter() - t) * 1000)
         results["peft_load_adapter_ms_1_loaded"] = load_times[0]
         results["peft_load_adapter_ms_32_loaded"] = load_times[-1]
-        peft_model.eval()
 
         # --- our engine on a local registry holding the 32 adapters ---
         settings = Settings(
@@ -238,17 +245,19 @@ def main() -> None:
         k = args.naive_requests
 
         def one_round() -> dict[str, Rate]:
-            rates = {
+            rates = on_engine(engine, lambda: {
                 "generate_base_32": bench_generate(base, prompts, new),
                 "peft_mixed_32": bench_generate(peft_model, prompts, new, adapter_names=names),
-            }
+            })
             rates.update(asyncio.run(engine_runs()))
-            rates["generate_base_1"] = bench_generate(base, prompts[:1], new)
-            rates["naive_one_at_a_time"] = bench_naive(peft_model, prompts[:k], names[:k], new)
+            rates["generate_base_1"] = on_engine(engine, lambda: bench_generate(base, prompts[:1], new))
+            rates["naive_one_at_a_time"] = on_engine(
+                engine, lambda: bench_naive(peft_model, prompts[:k], names[:k], new)
+            )
             return rates
 
         # Interleaved rounds: the machine is shared and noisy (see Rate).
-        bench_generate(base, prompts[:4], 4)  # warm-up
+        on_engine(engine, lambda: bench_generate(base, prompts[:4], 4))  # warm-up
         results.update(summarize(measure_rounds(one_round, args.rounds, args.max_rounds)))
         if args.base == "bench-llama":
             results.update(engine_sections(engine, registry, model_dir, folders, prompts, args))
@@ -303,8 +312,12 @@ def engine_sections(engine: Engine, registry, model_dir: Path, folders, prompts,
     entries = engine.adapters._entries  # the bench reads the host copies
     weights = next(e.weights for e in entries.values() if e.slot == 32 and e.weights is not None)
     assert weights is not None  # for the type checker: the filter above
-    results["slot_load_ms_32_resident"] = median_ms(lambda: engine.lora.load(32, weights), 50)
-    results["slot_load_ms_1_resident"] = slot_load_ms_one_resident(model_dir, settings, weights)
+    results["slot_load_ms_32_resident"] = on_engine(
+        engine, lambda: median_ms(lambda: engine.lora.load(32, weights), 50)
+    )
+    results["slot_load_ms_1_resident"] = on_engine(
+        engine, lambda: slot_load_ms_one_resident(model_dir, settings, weights)
+    )
 
     # --- cold loads and hot-swap ---
     async def cold_and_swap():
@@ -361,7 +374,7 @@ def prefill_ms(
             for row in rows:
                 engine.kv_cache.give_back(row)
 
-    return median_ms(once, repeats)
+    return on_engine(engine, lambda: median_ms(once, repeats))
 
 
 async def newcomer_ttft(engine: Engine, prompts, names, count: int) -> dict:
@@ -433,6 +446,21 @@ async def shared_prefill(engine: Engine, adapter: str, rounds: int) -> dict:
         "n8_prefill_1_ms": prefill_ms(engine, ids, adapter, 3),
         "n8_prefill_8_ms": prefill_ms(engine, ids, adapter, 3, copies=8),
     }
+
+
+def load_baselines(model_dir: Path, folders: list[Path], names: list[str]):
+    """The plain HF model, peft's model with the 32 adapters, and peft's ``load_adapter``
+    times (ms) as adapters 2..32 were loaded."""
+    base = LlamaForCausalLM.from_pretrained(model_dir).eval()
+    peft_model = PeftModel.from_pretrained(
+        LlamaForCausalLM.from_pretrained(model_dir).eval(), folders[0], adapter_name=names[0]
+    )
+    load_times = []
+    for name, folder in zip(names[1:], folders[1:], strict=True):
+        t = time.perf_counter()
+        peft_model.load_adapter(folder, adapter_name=name)
+        load_times.append((time.perf_counter() - t) * 1000)
+    return base, peft_model.eval(), load_times
 
 
 def slot_load_ms_one_resident(model_dir: Path, settings: Settings, weights) -> float:

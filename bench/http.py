@@ -44,6 +44,7 @@ from bench.throughput import busy_seconds
 from core.base.folders import base_model_info
 from core.registry import open_registry
 from core.settings import Settings, child_environment
+from service.engine.threads import on_own_thread
 
 PEER_VENV = Path.home() / ".cache" / "loraloop-bench" / "peer-venv"
 TORCH_WHEEL = "torch==2.13.0"  # the CPU wheel on disk (pip's find-links); never another torch
@@ -267,8 +268,10 @@ def main() -> None:
     processes: list[subprocess.Popen] = []
     client = None
     try:
-        model_dir = build_bench_llama(work / "model")
-        folders = build_adapters(model_dir, work / "adapters", REQUESTS)
+        # on threads that end: the in-process engine's thread keeps the only OpenMP team
+        # (service/engine/threads.py), as it does in our server
+        model_dir = on_own_thread(lambda: build_bench_llama(work / "model"), "bench-build")
+        folders = on_own_thread(lambda: build_adapters(model_dir, work / "adapters", REQUESTS), "bench-build")
         names = [f"a{i:02d}" for i in range(REQUESTS)]
         settings = Settings(
             data_dir=work / "server", base_model=str(model_dir), base_model_id="bench-llama",

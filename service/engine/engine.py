@@ -53,6 +53,7 @@ from service.engine.scheduler import Scheduler
 from service.engine.scoring import RewardScoring
 from service.engine.stream import TokenStream
 from service.engine.text import IncrementalDecoder, StopMatcher
+from service.engine.threads import OwnThreadExecutor, on_own_thread
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,22 @@ class Engine:
         base_info: BaseModelInfo | None = None,
         events: EngineEvents | None = None,
     ):
+        # Loading the model and allocating the slots and the cache run torch ops: on a thread
+        # that ends here, so that the engine thread's OpenMP team stays the only one (threads.py).
+        on_own_thread(
+            lambda: self._build(settings, registry, model, tokenizer, base_info, events),
+            "loraloop-build",
+        )
+
+    def _build(
+        self,
+        settings: Settings,
+        registry: Registry,
+        model: PreTrainedModel | None,
+        tokenizer: PreTrainedTokenizerBase | None,
+        base_info: BaseModelInfo | None,
+        events: EngineEvents | None,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.base_info = base_info or base_model_info(settings)
@@ -110,7 +127,8 @@ class Engine:
         pad_id = self.tokenizer.pad_token_id
         # Two pools: lookups and alias refreshes (which wait for loads) never starve the loads.
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="loraloop-lookup")
-        self._loads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="loraloop-load")
+        # Reading weights runs torch ops (a dtype conversion): each load on a thread of its own.
+        self._loads = OwnThreadExecutor(max_workers=4, name="loraloop-load")
         manifests = ManifestCache(registry)
         weights = WeightLoader(
             registry, manifests, self.base_info, settings, self.lora.dtype, self.device
