@@ -5,12 +5,12 @@ One ``step`` (on the engine thread) is:
 1. run queued commands (slot placement for admin calls), drop cancelled rows;
 2. admit waiting requests into a prefill group (FIFO) while the KV cache has free rows
    (``max_batch_size``; a call for n choices needs n rows at once); an idle engine first
-   lets a burst of arrivals land (at most 5 ms) so that it starts as one batch. A waiting
-   request holds only its adapter's version; it takes a reference (which loads the weights
-   into host memory) when admission first reaches it. A request whose adapter is still
-   loading, or cannot get a slot yet, lets the next one pass, until it has waited
-   SLOT_WAIT_LIMIT for a slot: then nobody overtakes it, so the rows on resident adapters
-   drain and free a slot for it;
+   lets a burst of arrivals land (until they pause 5 ms or fill the free rows) so that it
+   starts as one batch. A waiting request holds only its adapter's version; it takes a
+   reference (which loads the weights into host memory) when admission first reaches it. A
+   request whose adapter is still loading, or cannot get a slot yet, lets the next one pass,
+   until it has waited SLOT_WAIT_LIMIT for a slot: then nobody overtakes it, so the rows on
+   resident adapters drain and free a slot for it;
 3. run ONE forward pass (``_forward``) that carries both the prefill group's next chunk of at
    most ``prefill_chunk_tokens`` tokens and one decode token for every running row. Packing
    them into one pass means a newcomer's prompt costs no pass of its own (each pass reads every
@@ -63,10 +63,16 @@ log = logging.getLogger(__name__)
 # With no running rows a prefill stalls nobody: admit and process up to this many prompt tokens
 # at once (one big forward is the most efficient), still bounded for the attention's memory.
 IDLE_PREFILL_TOKENS = 8192
-# An idle engine waits until arrivals pause for BURST_GAP (at most BURST_MAX_WAIT) before its
-# first prefill, so a burst of simultaneous requests shares one prefill and starts as one batch.
-BURST_GAP = 0.001
-BURST_MAX_WAIT = 0.005
+# An idle engine waits until arrivals pause for BURST_GAP, or fill its free rows, before its
+# first prefill (at most BURST_MAX_WAIT), so that a burst of requests shares one prefill and
+# starts as one batch. Over HTTP a burst does not arrive at once: each request is parsed,
+# templated and tokenized first, about 2 ms apart here (32 chat requests landed over 57 ms on 2
+# cores). With a 1 ms gap the engine started on the first one or two and the rest joined over
+# six more passes, 5 prompts per chunk: 38 passes instead of 32, 0.82x the tokens/s of the same
+# requests submitted at once; with 5 ms, one prefill and 0.95x (docs/performance.md). A lone
+# request pays the gap once, 5 ms of its time to first token.
+BURST_GAP = 0.005
+BURST_MAX_WAIT = 0.25
 # A request whose adapter is loaded but finds every slot in use lets later requests pass for
 # at most this long; then admission is first come, first served until it has its slot.
 SLOT_WAIT_LIMIT = 1.0
@@ -312,6 +318,10 @@ class Scheduler:
                 return
             if quiet >= BURST_GAP:
                 return
+            with self._lock:  # other threads append
+                rows = sum(len(r.choices) for r in self.waiting)
+            if rows >= self.cache.free_rows:
+                return  # the batch is full: waiting longer gains nothing
             time.sleep(BURST_GAP - quiet)
 
     def _prefill_budget(self) -> int:

@@ -269,6 +269,33 @@ def test_a_newcomers_prompt_rides_in_the_running_rows_pass(make_engine, peft_ref
     assert running == peft_reference("beta", prompt(1, 5), 100)
 
 
+def test_requests_arriving_a_millisecond_apart_start_as_one_batch(make_engine):
+    # Over HTTP a burst reaches an idle engine spread out (each request parsed and tokenized
+    # first): the engine waits for the arrivals to pause, so that all share one prefill pass.
+    engine = make_engine()
+    params = SamplingParams(max_tokens=3, temperature=0, ignore_eos=True)
+    passes: list[int] = []  # each pass: the rows it carries
+    real = engine.scheduler.decoder.hidden_parts
+
+    def recording(parts):
+        passes.append(sum(p.ids.shape[0] for p in parts))
+        return real(parts)
+
+    engine.scheduler.decoder.hidden_parts = recording
+
+    async def main():
+        streams = []
+        for i in range(6):
+            streams.append(await engine.submit(prompt(i, 5), None, params))
+            await asyncio.sleep(0.001)
+        return [[e.token_id async for e in stream] for stream in streams]
+
+    outputs = run(main())
+    assert all(len(tokens) == 3 for tokens in outputs)
+    # one prefill of all 6 (their first tokens), then 2 decode steps of all 6
+    assert passes == [6, 6, 6], passes
+
+
 def test_a_cancelled_consumer_task_frees_its_row(make_engine):
     engine = make_engine()
 
