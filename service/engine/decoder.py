@@ -32,8 +32,11 @@ from torch import nn
 # batch 1 with 2 threads on 2 busy cores, 30 such calls were 75% of a decode step (41 ms per
 # call); on one thread the same calls take 1 ms in all, and for so few keys a second thread
 # saved nothing even when it got its core (one call, batch 1, 96 keys: 28 us on one thread, 26
-# on two; 1,024 keys: 127 and 143 us). See docs/performance.md, "The real base".
-SERIAL_ATTENTION_KEYS = 2048
+# on two). See docs/performance.md, "The real base". Past a few hundred keys the second thread
+# pays: timed again in a process whose only OpenMP team is the caller's (service/engine/
+# threads.py), 1 / 2 threads: 256 keys (1 x 256, 2 x 128, 4 x 64) 31-37 / 35-55 us; 512 (8 x
+# 64) 88 / 72 us; 1,024 (16 x 64) 205 / 132 us; 2,304 (32 x 72) 658 / 308 us.
+SERIAL_ATTENTION_KEYS = 256
 
 
 class KVView(Protocol):
