@@ -544,6 +544,8 @@ class OpenAIService:
         async with contextlib.aclosing(_merged([self._observed(g) for g in generations])) as merged:
             async for p, e in merged:
                 i = p * n + e.index
+                if lasts[i] is not None and _carries_nothing(e, request.logprobs is not None):
+                    continue  # (a first chunk may carry the echoed prompt)
                 choice = self._choice(request, i, generations[p], [e], first=lasts[i] is None, offset=offsets[i])
                 offsets[i] += len(e.text)
                 lasts[i] = e
@@ -626,6 +628,8 @@ class OpenAIService:
                     choices=[ChatChunkChoice(index=e.index, delta=ChatDelta(role="assistant", content=""))],
                 )
                 opened.add(e.index)
+            if _carries_nothing(e, request.logprobs):
+                continue
             yield ChatCompletionChunk(
                 id=generation.id, created=created, model=model,
                 choices=[ChatChunkChoice(
@@ -642,6 +646,14 @@ class OpenAIService:
                     yield ChatCompletionChunk(
                         id=generation.id, created=created, model=model, choices=[], usage=_usage(*lasts)
                     )
+
+
+def _carries_nothing(event: TokenEvent, logprobs: bool | None) -> bool:
+    """A token that adds no text yet (part of a character, or a token the tokenizer decodes to
+    nothing), asked for no log-probability and ends nothing: streamed, its chunk would carry
+    nothing, so none is sent (its text comes with a later token's chunk; ``transformers serve``
+    does the same). Counted in usage all the same."""
+    return not event.text and event.finish_reason is None and not logprobs
 
 
 def _total(usages: list[Usage]) -> Usage:

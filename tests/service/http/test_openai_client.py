@@ -43,6 +43,24 @@ def test_chat_uses_the_chat_template_and_streams(oai):
     assert "".join(d.choices[0].delta.content or "" for d in deltas) == whole.choices[0].message.content
 
 
+def test_tokens_that_add_no_text_send_no_empty_chunks(oai):
+    # BOS (id 1) decodes to no text: forced for every token, the stream opens with the role,
+    # ends with the finish reason and sends nothing between, while usage counts every token.
+    kwargs = dict(model="base", messages=[{"role": "user", "content": "Hi"}], max_tokens=5,
+                  temperature=0, logit_bias={"1": 100}, extra_body={"ignore_eos": True})
+    whole = oai.chat.completions.create(**kwargs)
+    assert whole.choices[0].message.content == "" and whole.usage.completion_tokens == 5
+    chunks = list(oai.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}))
+    choices = [c.choices[0] for c in chunks if c.choices]
+    assert [(c.delta.role, c.delta.content, c.finish_reason) for c in choices] == [
+        ("assistant", "", None), (None, "", "length"),
+    ]
+    assert chunks[-1].usage.completion_tokens == 5
+    # asked for log-probabilities, every token has its chunk
+    with_logprobs = list(oai.chat.completions.create(**kwargs, stream=True, logprobs=True))
+    assert len([c for c in with_logprobs if c.choices]) == 1 + 5
+
+
 def test_seeded_sampling_is_reproducible(oai):
     kwargs = dict(model="summarize", prompt="Once upon a time", max_tokens=16, temperature=1.0, seed=7)
     assert oai.completions.create(**kwargs).choices[0].text == oai.completions.create(**kwargs).choices[0].text
