@@ -26,6 +26,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -201,6 +202,12 @@ class Engine:
         )
 
     # --- generation ---
+
+    def arriving(self) -> AbstractContextManager[None]:
+        """Wrap the preparation of a request (templating, tokenizing) and its ``submit``: an
+        idle engine waits (briefly) for the requests on their way, so a burst starts as one
+        batch."""
+        return self.scheduler.arriving()
 
     async def submit(
         self,

@@ -29,7 +29,8 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from transformers import PreTrainedModel
@@ -63,14 +64,15 @@ log = logging.getLogger(__name__)
 # With no running rows a prefill stalls nobody: admit and process up to this many prompt tokens
 # at once (one big forward is the most efficient), still bounded for the attention's memory.
 IDLE_PREFILL_TOKENS = 8192
-# An idle engine waits until arrivals pause for BURST_GAP, or fill its free rows, before its
-# first prefill (at most BURST_MAX_WAIT), so that a burst of requests shares one prefill and
-# starts as one batch. Over HTTP a burst does not arrive at once: each request is parsed,
-# templated and tokenized first, about 2 ms apart here (32 chat requests landed over 57 ms on 2
-# cores). With a 1 ms gap the engine started on the first one or two and the rest joined over
-# six more passes, 5 prompts per chunk: 38 passes instead of 32, 0.82x the tokens/s of the same
-# requests submitted at once; with 5 ms, one prefill and 0.95x (docs/performance.md). A lone
-# request pays the gap once, 5 ms of its time to first token.
+# An idle engine waits before its first prefill until arrivals pause for BURST_GAP and no
+# request is on its way (``arriving``), or until the arrivals fill its free rows, at most
+# BURST_MAX_WAIT, so that a burst of requests shares one prefill and starts as one batch. Over
+# HTTP a burst does not arrive at once: each request is parsed, templated and tokenized first
+# (32 chat requests reached the engine over 57-117 ms on 2 cores, 2-4 ms apart). With a 1 ms
+# gap and no count of requests on their way, the engine started on the first one or two and
+# the rest joined over six more passes, 5 prompts per chunk: 38 passes instead of 32, 0.82x the
+# tokens/s of the same requests submitted at once (docs/performance.md). A lone request pays
+# the gap once: 5 ms of its time to first token.
 BURST_GAP = 0.005
 BURST_MAX_WAIT = 0.25
 # A request whose adapter is loaded but finds every slot in use lets later requests pass for
@@ -104,6 +106,7 @@ class Scheduler:
         self.device = lora.device
         self._lock = threading.Lock()  # guards waiting and score_requests (other threads submit)
         self.waiting: deque[Request] = deque()
+        self.on_the_way = 0  # requests being prepared for submit (see ``arriving``)
         self.score_requests: deque[ScoreRequest] = deque()
         self.commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.prefill: tuple[PrefillGroup, list[Request]] | None = None
@@ -118,6 +121,18 @@ class Scheduler:
         self._outbox: list[tuple[EventSink, Event]] = []  # delivered once per step
 
     # --- any thread ---
+
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Count a request on its way here (its chat template, tokens and adapter being
+        prepared) until it is submitted or fails: an idle engine waits for such a burst."""
+        with self._lock:
+            self.on_the_way += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.on_the_way -= 1
 
     def submit(self, request: Request) -> None:
         with self._lock:
@@ -316,13 +331,14 @@ class Scheduler:
                 quiet = now - self.waiting[-1].arrived
             except IndexError:  # the waiting requests were cancelled meanwhile
                 return
-            if quiet >= BURST_GAP:
-                return
             with self._lock:  # other threads append
                 rows = sum(len(r.choices) for r in self.waiting)
+                on_the_way = self.on_the_way
+            if quiet >= BURST_GAP and not on_the_way:
+                return
             if rows >= self.cache.free_rows:
                 return  # the batch is full: waiting longer gains nothing
-            time.sleep(BURST_GAP - quiet)
+            time.sleep(max(BURST_GAP - quiet, 0.001))
 
     def _prefill_budget(self) -> int:
         return self.budget if self.running else max(self.budget, IDLE_PREFILL_TOKENS)

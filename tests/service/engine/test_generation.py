@@ -296,6 +296,31 @@ def test_requests_arriving_a_millisecond_apart_start_as_one_batch(make_engine):
     assert passes == [6, 6, 6], passes
 
 
+def test_an_idle_engine_waits_for_a_request_on_its_way(make_engine):
+    # A request still being prepared (templated, tokenized) when the first one arrives is
+    # counted by ``arriving``: the engine waits for it, even past the burst gap.
+    engine = make_engine()
+    params = SamplingParams(max_tokens=3, temperature=0, ignore_eos=True)
+    passes: list[int] = []
+    real = engine.scheduler.decoder.hidden_parts
+
+    def recording(parts):
+        passes.append(sum(p.ids.shape[0] for p in parts))
+        return real(parts)
+
+    engine.scheduler.decoder.hidden_parts = recording
+
+    async def main():
+        first = await engine.submit(prompt(1, 5), None, params)
+        with engine.arriving():
+            await asyncio.sleep(0.05)  # ten burst gaps
+            second = await engine.submit(prompt(2, 5), None, params)
+        return [[e.token_id async for e in stream] for stream in (first, second)]
+
+    assert all(len(tokens) == 3 for tokens in run(main()))
+    assert passes == [2, 2, 2], passes
+
+
 def test_a_cancelled_consumer_task_frees_its_row(make_engine):
     engine = make_engine()
 
