@@ -5,12 +5,12 @@ One ``step`` (on the engine thread) is:
 1. run queued commands (slot placement for admin calls), drop cancelled rows;
 2. admit waiting requests into a prefill group (FIFO) while the KV cache has free rows
    (``max_batch_size``; a call for n choices needs n rows at once); an idle engine first
-   lets a burst of arrivals land (until they pause 5 ms or fill the free rows) so that it
-   starts as one batch. A waiting request holds only its adapter's version; it takes a
-   reference (which loads the weights into host memory) when admission first reaches it. A
-   request whose adapter is still loading, or cannot get a slot yet, lets the next one pass,
-   until it has waited SLOT_WAIT_LIMIT for a slot: then nobody overtakes it, so the rows on
-   resident adapters drain and free a slot for it;
+   lets a burst of arrivals land (until they pause 5 ms with none on its way, or fill the
+   free rows) so that it starts as one batch. A waiting request holds only its adapter's
+   version; it takes a reference (which loads the weights into host memory) when admission
+   first reaches it. A request whose adapter is still loading, or cannot get a slot yet,
+   lets the next one pass, until it has waited SLOT_WAIT_LIMIT for a slot: then nobody
+   overtakes it, so the rows on resident adapters drain and free a slot for it;
 3. run ONE forward pass (``_forward``) that carries both the prefill group's next chunk of at
    most ``prefill_chunk_tokens`` tokens and one decode token for every running row. Packing
    them into one pass means a newcomer's prompt costs no pass of its own (each pass reads every
