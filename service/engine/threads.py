@@ -44,10 +44,9 @@ class OwnThreadExecutor(Executor):
     def __init__(self, max_workers: int, name: str):
         self._turns = threading.BoundedSemaphore(max_workers)
         self._name = name
-        self._lock = threading.Lock()  # guards _closed, _waiting and _threads
+        self._lock = threading.Lock()  # guards _closed and _calls
         self._closed = False
-        self._waiting: set[Future] = set()  # submitted, not yet running
-        self._threads: set[threading.Thread] = set()
+        self._calls: dict[threading.Thread, Future] = {}  # submitted, not yet ended
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         future: Future[T] = Future()
@@ -55,8 +54,6 @@ class OwnThreadExecutor(Executor):
         def run() -> None:
             try:
                 with self._turns:
-                    with self._lock:
-                        self._waiting.discard(future)
                     if not future.set_running_or_notify_cancel():
                         return  # cancelled while it waited
                     try:
@@ -65,24 +62,23 @@ class OwnThreadExecutor(Executor):
                         future.set_exception(e)
             finally:
                 with self._lock:
-                    self._threads.discard(thread)
+                    del self._calls[thread]
 
         thread = threading.Thread(target=run, name=self._name, daemon=True)
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            self._waiting.add(future)
-            self._threads.add(thread)
+            self._calls[thread] = future
         thread.start()
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
             self._closed = True
-            waiting, threads = list(self._waiting), list(self._threads)
+            calls = list(self._calls.items())
         if cancel_futures:
-            for future in waiting:
-                future.cancel()
+            for _, future in calls:
+                future.cancel()  # only a call still waiting for its turn: running ones go on
         if wait:
-            for thread in threads:
+            for thread, _ in calls:
                 thread.join()

@@ -269,12 +269,9 @@ def test_a_newcomers_prompt_rides_in_the_running_rows_pass(make_engine, peft_ref
     assert running == peft_reference("beta", prompt(1, 5), 100)
 
 
-def test_requests_arriving_a_millisecond_apart_start_as_one_batch(make_engine):
-    # Over HTTP a burst reaches an idle engine spread out (each request parsed and tokenized
-    # first): the engine waits for the arrivals to pause, so that all share one prefill pass.
-    engine = make_engine()
-    params = SamplingParams(max_tokens=3, temperature=0, ignore_eos=True)
-    passes: list[int] = []  # each pass: the rows it carries
+def rows_per_pass(engine) -> list[int]:
+    """A list that each forward pass of ``engine`` appends its number of rows to."""
+    passes: list[int] = []
     real = engine.scheduler.decoder.hidden_parts
 
     def recording(parts):
@@ -282,6 +279,15 @@ def test_requests_arriving_a_millisecond_apart_start_as_one_batch(make_engine):
         return real(parts)
 
     engine.scheduler.decoder.hidden_parts = recording
+    return passes
+
+
+def test_requests_arriving_a_millisecond_apart_start_as_one_batch(make_engine):
+    # Over HTTP a burst reaches an idle engine spread out (each request parsed and tokenized
+    # first): the engine waits for the arrivals to pause, so that all share one prefill pass.
+    engine = make_engine()
+    params = SamplingParams(max_tokens=3, temperature=0, ignore_eos=True)
+    passes = rows_per_pass(engine)
 
     async def main():
         streams = []
@@ -301,14 +307,7 @@ def test_an_idle_engine_waits_for_a_request_on_its_way(make_engine):
     # counted by ``arriving``: the engine waits for it, even past the burst gap.
     engine = make_engine()
     params = SamplingParams(max_tokens=3, temperature=0, ignore_eos=True)
-    passes: list[int] = []
-    real = engine.scheduler.decoder.hidden_parts
-
-    def recording(parts):
-        passes.append(sum(p.ids.shape[0] for p in parts))
-        return real(parts)
-
-    engine.scheduler.decoder.hidden_parts = recording
+    passes = rows_per_pass(engine)
 
     async def main():
         first = await engine.submit(prompt(1, 5), None, params)
