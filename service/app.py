@@ -33,6 +33,7 @@ from service.metrics import ServiceMetrics
 from service.models.api_router import router as models_router
 from service.models.service import ModelsService
 from service.openai.api_router import router as openai_router
+from service.openai.arrivals import ArrivalMiddleware
 from service.openai.service import OpenAIService
 from service.openapi import install_openapi
 from service.request_ids import RequestIdMiddleware
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     app.state.drain = Drain()  # set by `python -m service` on SIGTERM (service/server.py)
+    app.add_middleware(ArrivalMiddleware)  # innermost: only requests the handler will see
     app.add_middleware(DrainMiddleware, drain=app.state.drain)
     for router in (
         health_router, openai_router, models_router, adapters_router, rewards_router,

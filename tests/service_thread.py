@@ -1,6 +1,7 @@
 """A loraloop server in a thread of the test process: uvicorn on a free loopback port.
 
     with serve(settings) as url: ...      stopped when the block ends
+    with serve_app(app) as url: ...       the same, for an app the test holds
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
+from fastapi import FastAPI
 
 from core.settings import Settings
 from service.app import create_app
@@ -20,8 +22,15 @@ from tests.ports import free_port
 @contextmanager
 def serve(settings: Settings) -> Iterator[str]:
     """Run the app under uvicorn on 127.0.0.1 until the block ends; yields the base URL."""
+    with serve_app(create_app(settings)) as url:
+        yield url
+
+
+@contextmanager
+def serve_app(app: FastAPI) -> Iterator[str]:
+    """``serve`` for an app the test holds (its ``state.services`` are there once started)."""
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

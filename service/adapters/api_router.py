@@ -24,7 +24,7 @@ from service.openapi import errors
 router = APIRouter(prefix="/v1/adapters", tags=["adapters"])
 
 
-def get_adapters(request: Request) -> AdapterService:
+async def get_adapters(request: Request) -> AdapterService:
     return request.app.state.services.adapters
 
 

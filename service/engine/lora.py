@@ -93,8 +93,12 @@ def add_update(x: torch.Tensor, y: torch.Tensor, weights) -> None:
     ``weights`` (None: no row's adapter targets this projection)."""
     if weights is None:
         return
-    A_t, B_t, scaling = weights  # A^T [B, in, r], B^T [B, r, out], [B]
-    delta = torch.bmm(torch.bmm(x, A_t), B_t)  # [B, S, r] -> [B, S, out]
+    A, B_t, scaling = weights  # A [B, r, in], B^T [B, r, out], [B]
+    # A x^T, not x A^T: at decode (S = 1) each row's product is a matrix-vector product over
+    # A's contiguous rows; x A^T, a [1, in] x [in, r] product per row, took about 1.15x as
+    # long with A read from memory (bench/lora_layout.py), 3-5x with A in cache
+    u = torch.bmm(A, x.transpose(1, 2))  # [B, r, S]
+    delta = torch.bmm(u.transpose(1, 2), B_t)  # [B, S, out]
     # peft computes result + (B (A x)) * scaling; addcmul does it in one op.
     y.addcmul_(delta, scaling[:, None, None])
 
@@ -217,7 +221,7 @@ class GatheredRows:
         if r == 0:
             return None
         return (
-            layer.lora_A[self.index, :r].transpose(1, 2),  # A^T [B, in, r]
+            layer.lora_A[self.index, :r],  # A [B, r, in]
             layer.lora_B[self.index, :, :r].transpose(1, 2),  # B^T [B, r, out]
             layer.scaling[self.index],  # [B]
         )
@@ -227,8 +231,8 @@ class BatchRows:
     """The decode batch's rows, indexed by KV-cache row, with each layer's per-row A/B kept
     gathered.
 
-    Buffers hold A^T [capacity, in, r_max] and B^T [capacity, r_max, out] per layer, the layout
-    ``x @ A^T @ B^T`` reads contiguously (about 25% faster than transposed views on CPU). A row
+    Buffers hold A [capacity, r_max, in] and B^T [capacity, r_max, out] per layer, the layouts
+    ``add_update``'s two products read contiguously (faster than transposed views on CPU). A row
     that joins gets its adapter's A/B written once (``assign``); a row that leaves is only
     marked free (``release``): nothing moves. A forward pass covers rows [0, ``width``).
     """
@@ -240,7 +244,7 @@ class BatchRows:
         self.width = 0
         self.ranks = [0] * len(lora.layers)
         self._A = [
-            layer.lora_A.new_zeros(capacity, layer.base.in_features, lora.max_rank)
+            layer.lora_A.new_zeros(capacity, lora.max_rank, layer.base.in_features)
             for layer in lora.layers
         ]
         self._B = [
@@ -264,7 +268,7 @@ class BatchRows:
         index = torch.tensor(list(slots), dtype=torch.long, device=self.lora.device)
         at = torch.tensor(list(rows), dtype=torch.long, device=self.lora.device)
         for i, layer in enumerate(self.lora.layers):
-            self._A[i][at] = layer.lora_A[index].transpose(1, 2)
+            self._A[i][at] = layer.lora_A[index]
             self._B[i][at] = layer.lora_B[index].transpose(1, 2)
             self._s[i][at] = layer.scaling[index]
         for row, slot in zip(rows, slots, strict=True):
@@ -282,7 +286,7 @@ class BatchRows:
         if r == 0:
             return None
         n, i = self.width, layer.index
-        return self._A[i][:n, :, :r], self._B[i][:n, :r], self._s[i][:n]
+        return self._A[i][:n, :r], self._B[i][:n, :r], self._s[i][:n]
 
 
 class Parts:

@@ -29,7 +29,7 @@ from service.openapi import errors, json_lines
 router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
 
 
-def get_feedback(request: Request) -> FeedbackService:
+async def get_feedback(request: Request) -> FeedbackService:
     return request.app.state.services.feedback
 
 

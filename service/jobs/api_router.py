@@ -28,7 +28,7 @@ from service.openapi import errors, event_stream
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-def get_jobs(request: Request) -> JobService:
+async def get_jobs(request: Request) -> JobService:
     return request.app.state.services.jobs
 
 

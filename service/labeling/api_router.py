@@ -21,7 +21,7 @@ from service.labeling.service import LabelingService
 router = APIRouter(prefix="/v1/labeling", tags=["labeling"])
 
 
-def get_labeling(request: Request) -> LabelingService:
+async def get_labeling(request: Request) -> LabelingService:
     return request.app.state.services.labeling
 
 

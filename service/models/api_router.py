@@ -14,7 +14,7 @@ from service.models.service import ModelsService
 router = APIRouter(tags=["openai"])  # an OpenAI endpoint: listed with the other two
 
 
-def get_models(request: Request) -> ModelsService:
+async def get_models(request: Request) -> ModelsService:
     return request.app.state.services.models
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from core.errors import LoraloopError, TimedOut
 from service.auth import InferCaller
 from service.errors import domain_error_response, internal_error_response
+from service.openai.arrivals import arrived
 from service.openai.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -33,7 +34,7 @@ Started = TypeVar("Started", Generation, Generations)
 DISCONNECT_POLL_SECONDS = 0.25
 
 
-def get_openai(request: Request) -> OpenAIService:
+async def get_openai(request: Request) -> OpenAIService:
     return request.app.state.services.openai
 
 
@@ -75,6 +76,8 @@ async def _start(request: Request, start: Awaitable[Started], deadline: float, t
     except BaseException:
         await _abandon(task)
         raise
+    finally:
+        arrived(request)
     if isinstance(result, Response):
         await _abandon(task)
     return result

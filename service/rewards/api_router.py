@@ -14,7 +14,7 @@ from service.rewards.service import RewardService
 router = APIRouter(tags=["rewards"])
 
 
-def get_rewards(request: Request) -> RewardService:
+async def get_rewards(request: Request) -> RewardService:
     return request.app.state.services.rewards
 
 

@@ -42,11 +42,11 @@ templates.env.globals.update(sparkline=sparkline, interval_bar=interval_bar)
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 
-def get_dashboard(request: Request) -> DashboardService:
+async def get_dashboard(request: Request) -> DashboardService:
     return request.app.state.services.dashboard
 
 
-def get_labeling(request: Request) -> LabelingService:
+async def get_labeling(request: Request) -> LabelingService:
     return request.app.state.services.labeling
 
 

@@ -79,7 +79,7 @@ class SignInRequired(Exception):
 def page_caller(scope: Scope):
     """A dependency yielding the signed-in caller's name for a page that needs ``scope``."""
 
-    def dependency(request: Request) -> str:
+    async def dependency(request: Request) -> str:
         authenticator: Authenticator = request.app.state.authenticator
         if authenticator.open:  # no keys configured: loopback only, no sign-in
             caller = authenticator.caller(None, scope, request.client.host if request.client else None)

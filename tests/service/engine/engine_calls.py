@@ -23,3 +23,16 @@ def prompt(seed: int, length: int) -> list[int]:
 
 async def collect(engine, ids, adapter, params) -> list[TokenEvent]:
     return [event async for event in engine.generate(ids, adapter, params)]
+
+
+def rows_per_pass(engine) -> list[int]:
+    """A list that each forward pass of ``engine`` appends its number of rows to."""
+    passes: list[int] = []
+    real = engine.scheduler.decoder.hidden_parts
+
+    def recording(parts):
+        passes.append(sum(p.ids.shape[0] for p in parts))
+        return real(parts)
+
+    engine.scheduler.decoder.hidden_parts = recording
+    return passes

@@ -11,7 +11,7 @@ import torch
 from core.errors import InvalidRequest, NotFound, Overloaded
 from core.names import AdapterVersion
 from service.engine import SamplingParams
-from tests.service.engine.engine_calls import GREEDY, collect, prompt, run
+from tests.service.engine.engine_calls import GREEDY, collect, prompt, rows_per_pass, run
 
 
 def test_mixed_batch_greedy_equals_peft_for_every_row(make_engine, peft_reference):
@@ -267,19 +267,6 @@ def test_a_newcomers_prompt_rides_in_the_running_rows_pass(make_engine, peft_ref
     assert not any(p == [(1, 16)] for p in passes), "a chunk ran in a pass of its own"
     assert newcomer == peft_reference("alpha", prompt(2, 64), 3)
     assert running == peft_reference("beta", prompt(1, 5), 100)
-
-
-def rows_per_pass(engine) -> list[int]:
-    """A list that each forward pass of ``engine`` appends its number of rows to."""
-    passes: list[int] = []
-    real = engine.scheduler.decoder.hidden_parts
-
-    def recording(parts):
-        passes.append(sum(p.ids.shape[0] for p in parts))
-        return real(parts)
-
-    engine.scheduler.decoder.hidden_parts = recording
-    return passes
 
 
 def test_requests_arriving_a_millisecond_apart_start_as_one_batch(make_engine):
