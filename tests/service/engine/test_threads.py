@@ -108,19 +108,35 @@ deadline = time.monotonic() + 10
 while native_threads() - before and time.monotonic() < deadline:
     time.sleep(0.05)  # a team whose thread has ended leaves as its workers exit
 print(len(native_threads() - before))
+print(sys.getswitchinterval())
 engine.close()
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc (Linux)")
-@pytest.mark.skipif(torch.get_num_threads() < 2, reason="one intra-op thread makes no OpenMP team")
-def test_start_up_leaves_no_openmp_team_beside_the_engine_thread(tiny_llama_dir: Path, tmp_path: Path):
-    # Loading the model and allocating the cache run ops large enough to split; on the
-    # constructing thread they would leave its team (a worker thread) for the process's life.
+@pytest.fixture(scope="module")
+def started(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """What START_UP printed: the native threads an engine's start-up left, and the GIL's
+    switch interval once the engine runs."""
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")  # no tokenizer thread pool either
     env = {k: v for k, v in env.items() if not k.startswith("LORALOOP_")}
     out = subprocess.run(
-        [sys.executable, "-c", START_UP, str(tiny_llama_dir), str(tmp_path / "data")],
+        [sys.executable, "-c", START_UP, str(tiny_llama_dir), str(tmp_path_factory.mktemp("start") / "data")],
         env=env, capture_output=True, text=True, timeout=300, check=True,
     )
-    assert out.stdout.strip().splitlines()[-1] == "0", out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-2:]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc (Linux)")
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="one intra-op thread makes no OpenMP team")
+def test_start_up_leaves_no_openmp_team_beside_the_engine_thread(started: list[str]):
+    # Loading the model and allocating the cache run ops large enough to split; on the
+    # constructing thread they would leave its team (a worker thread) for the process's life.
+    assert started[0] == "0", started
+
+
+def test_a_running_engine_lets_the_engine_thread_have_the_gil_back_within_half_a_millisecond(
+    started: list[str],
+):
+    # CPython's default is 5 ms: the event loop's Python would keep the engine (and its
+    # OpenMP team) waiting that long.
+    assert float(started[1]) <= 0.0005, started
