@@ -44,6 +44,22 @@ def test_mixed_batch_greedy_equals_peft_for_every_row(make_engine, peft_referenc
     assert engine.stats().running == 0
 
 
+def test_a_batch_of_24_rows_greedy_equals_peft_for_every_row(make_engine, peft_reference):
+    # a batch three times the others here: the projections' products see 24 rows
+    engine = make_engine(max_batch_size=24)
+    names = ["alpha", "beta", None, "gamma", "delta", None]
+    cases = [(names[i % len(names)], 30 + i) for i in range(24)]
+
+    async def main():
+        return await asyncio.gather(*[engine.complete(prompt(seed, 6), name, GREEDY) for name, seed in cases])
+
+    passes = rows_per_pass(engine)
+    completions = run(main())
+    assert max(passes) == 24, passes  # one batch of all of them
+    for (name, seed), completion in zip(cases, completions, strict=True):
+        assert completion.token_ids == peft_reference(name, prompt(seed, 6), GREEDY.max_tokens), (name, seed)
+
+
 def test_rows_joining_and_leaving_mid_generation_keep_exact_outputs(make_engine, peft_reference):
     # a tiny prefill budget: newcomers' prompts are processed in several chunks between steps
     engine = make_engine(prefill_chunk_tokens=8, max_batch_size=4)
