@@ -8,6 +8,9 @@ request reaches ``OpenAIService.start_chat`` 5-8 ms after the server has read it
 apart: counted only from ``start_chat``, a burst showed a pause of over 5 ms now and then, the
 engine started on the first few, and the rest joined over six more passes (36-38 passes
 instead of 32, about 15% more time; docs/performance.md, "Over HTTP").
+
+A request whose body is slow to come (or never comes) holds an idle engine no longer than the
+burst wait's bound (``BURST_MAX_WAIT``, 250 ms) each time requests are waiting.
 """
 
 from __future__ import annotations
