@@ -7,7 +7,7 @@ request reaches ``OpenAIService.start_chat`` 5-8 ms after the server has read it
 (body read and validated, API key checked), and 32 requests from one client land about 3 ms
 apart: counted only from ``start_chat``, a burst showed a pause of over 5 ms now and then, the
 engine started on the first few, and the rest joined over six more passes (36-38 passes
-instead of 32, about 15% more time; docs/performance.md, "Over HTTP").
+instead of 32, about 20% more time; docs/performance.md, "Over HTTP").
 
 A request whose body is slow to come (or never comes) holds an idle engine no longer than the
 burst wait's bound (``BURST_MAX_WAIT``, 250 ms) each time requests are waiting.
@@ -32,12 +32,11 @@ class ArrivalMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        app = scope.get("app")  # set by Starlette; its services by the lifespan
-        services = getattr(app.state, "services", None) if app is not None else None
-        if (
-            scope["type"] != "http" or scope["method"] != "POST"
-            or scope["path"] not in GENERATION_PATHS or services is None
-        ):
+        services = None  # looked up only for a generation request: every request passes here
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in GENERATION_PATHS:
+            # the app is set by Starlette before its middleware; its services by the lifespan
+            services = getattr(scope["app"].state, "services", None)
+        if services is None:
             await self.app(scope, receive, send)
             return
         with ExitStack() as arrival:
