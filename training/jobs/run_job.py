@@ -77,7 +77,7 @@ def run_job(job_id: str, settings: Settings) -> int:
         handler = StoreLogHandler()
         logging.getLogger().addHandler(handler)
         watch = Watch(reporter, settings.job_heartbeat_seconds, handler)
-        previous = signal.signal(signal.SIGTERM, _raise_stopped)
+        previous = signal.signal(signal.SIGTERM, watch.terminate)
         watch.start()
         try:
             log.info("job %s (%s, %s) attempt %d started", job.id, job.kind, job.use_case, job.attempts)
@@ -102,10 +102,6 @@ def join_job(settings: Settings, world: World) -> int:
         return 1
     close_world(world)
     return 0
-
-
-def _raise_stopped(signum: int, frame: Any) -> None:
-    raise JobStopped(f"terminated by signal {signal.Signals(signum).name}")
 
 
 def _run_and_finish(

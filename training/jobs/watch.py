@@ -5,7 +5,9 @@ every step (through the metrics sink) and stops there when told to."""
 from __future__ import annotations
 
 import logging
+import signal
 import threading
+from typing import Any
 
 from core.errors import Conflict
 from training.jobs.reporter import JobReporter
@@ -52,6 +54,7 @@ class Watch:
         self.logs = logs
         self.cancelled = threading.Event()
         self.lost: str | None = None
+        self.terminated: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="job-heartbeat", daemon=True)
 
@@ -64,11 +67,23 @@ class Watch:
         self.flush()
 
     def check(self) -> None:
-        """Raise JobStopped if the job was cancelled or another attempt holds it."""
+        """Raise JobStopped if the job was cancelled or terminated, or another attempt holds it."""
         if self.lost is not None:
             raise JobStopped(self.lost, lost=True)
         if self.cancelled.is_set():
             raise JobStopped("cancelled", cancelled=True)
+        if self.terminated is not None:
+            raise JobStopped(self.terminated)
+
+    def terminate(self, signum: int, frame: Any) -> None:
+        """The SIGTERM handler: stop the run where it is, and again at its next step.
+
+        The exception lands wherever the main thread happens to be, and some places swallow
+        it (a ``__del__`` or a generator's cleanup only print it, and an ``except Exception``
+        may catch it); the run would then train on until SIGKILL and lose its chance to give
+        the attempt back."""
+        self.terminated = f"terminated by signal {signal.Signals(signum).name}"
+        raise JobStopped(self.terminated)
 
     def beat(self) -> None:
         try:
