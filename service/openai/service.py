@@ -264,10 +264,6 @@ class OpenAIService:
     async def start_completion(self, request: CompletionRequest) -> Generations:
         """One generation (of n choices) per prompt; all are queued, or none (an error closes
         the others)."""
-        with self.engine.arriving():
-            return await self._start_completion(request)
-
-    async def _start_completion(self, request: CompletionRequest) -> Generations:
         adapter = self.adapter_of(request.model)
         prompts = request.prompts
         queue = self.engine.settings.max_queue
@@ -313,10 +309,6 @@ class OpenAIService:
         return cast(str, self.tokenizer.decode(prompt_ids)), prompt_ids
 
     async def start_chat(self, request: ChatCompletionRequest) -> Generation:
-        with self.engine.arriving():
-            return await self._start_chat(request)
-
-    async def _start_chat(self, request: ChatCompletionRequest) -> Generation:
         adapter = self.adapter_of(request.model)
         messages = [m.model_dump() for m in request.messages]
         self._check_length(sum(len(m.content) for m in request.messages))
