@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterable
 
+from core.batches import next_batch
 from core.store import Completion, Store
 from service.metrics import ServiceMetrics
 
@@ -66,22 +67,12 @@ class CompletionLogWriter:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is None:
-                self._queue.task_done()
+            batch, closing = next_batch(self._queue, BATCH)
+            if batch:
+                self._write(batch)
+            if closing:  # close(): what was queued before it is written
+                self._queue.task_done()  # the close signal's own
                 return
-            batch = [first]
-            while len(batch) < BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:  # close(): write what we have, then stop
-                    self._queue.task_done()
-                    self._write(batch)
-                    return
-                batch.append(item)
-            self._write(batch)
 
     def _write(self, batch: list[Completion]) -> None:
         try:

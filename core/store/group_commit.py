@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
+from core.batches import next_batch
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -61,22 +63,10 @@ class GroupCommit(Generic[T, R]):
 
     def _run(self) -> None:
         while True:
-            entry = self._queue.get()
-            if entry is None:
-                return
-            batch = [entry]
-            stop = False
-            while len(batch) < MAX_BATCH:
-                try:
-                    entry = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if entry is None:  # close(): write what we have, then stop
-                    stop = True
-                    break
-                batch.append(entry)
-            self._write(batch)
-            if stop:
+            batch, closing = next_batch(self._queue, MAX_BATCH)
+            if batch:
+                self._write(batch)
+            if closing:  # close(): what was queued before it is written
                 return
 
     def _write(self, batch: list[tuple[T, Future[R]]]) -> None:
