@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from service.engine.packing import unpack
+
 # A decode step's attention over at most this many keys in all (rows x columns) runs on ONE
 # intra-op thread. SDPA's CPU kernel always splits its heads across threads, and each call then
 # ends at a barrier that waits for the other thread; on cores shared with other busy processes
@@ -107,12 +109,7 @@ class Decoder:
         x = self.model.norm(x)
         if len(parts) == 1:
             return [x]
-        flat, out, at = x.view(-1, x.shape[-1]), [], 0
-        for part in parts:
-            b, s = part.ids.shape
-            out.append(flat[at : at + b * s].view(b, s, -1))
-            at += b * s
-        return out
+        return unpack(x.view(-1, x.shape[-1]), [p.ids.shape for p in parts])
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits [..., vocab] of hidden states [..., hidden].
@@ -120,7 +117,7 @@ class Decoder:
         Computed as ``(W h^T)^T``, the [vocab, hidden] weight as the left operand: for the
         few rows of a decode step MKL's sgemm runs this order 1.4-3.7x faster than ``h W^T``
         (``nn.Linear``'s) at 4-16 rows on this CPU (why, inside MKL, was not traced). On the
-        58M bench Llama (vocab 32000) decoding ran 1.13-1.20x (32 rows) to 1.34x
+        58M bench Llama (vocab 32000) decoding ran 1.11-1.17x (32 rows) to 1.34x
         (4 rows) faster (docs/performance.md, "The output projection"). On a GPU both forms
         are one cuBLAS call with the operands' roles swapped. The result is a transposed
         view; its consumers index it and reduce over the vocabulary, which needs no copy."""
@@ -132,15 +129,16 @@ class Decoder:
 
     def _attention(self, i, attn, h, rotations, parts: Sequence[Part]) -> torch.Tensor:
         # [tokens, features]: every part's rows, one after the other
-        q_all, k_all, v_all = (proj(h).flatten(0, -2) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
-        outs, at = [], 0
-        for part, (cos, sin) in zip(parts, rotations, strict=True):
-            b, s = part.ids.shape
-            n = b * s
-            q = q_all[at : at + n].view(b, s, self.heads, self.head_dim).transpose(1, 2)
-            k = k_all[at : at + n].view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
-            v = v_all[at : at + n].view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
-            at += n
+        shapes = [p.ids.shape for p in parts]
+        q_all, k_all, v_all = (
+            unpack(proj(h).flatten(0, -2), shapes) for proj in (attn.q_proj, attn.k_proj, attn.v_proj)
+        )
+        outs = []
+        for part, (cos, sin), q, k, v in zip(parts, rotations, q_all, k_all, v_all, strict=True):
+            # [B, S, heads * head_dim] -> [B, heads, S, head_dim]
+            q = q.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
+            k = k.unflatten(-1, (self.kv_heads, self.head_dim)).transpose(1, 2)
+            v = v.unflatten(-1, (self.kv_heads, self.head_dim)).transpose(1, 2)
             outs.append(self._attend(i, rope(q, cos, sin), rope(k, cos, sin), v, part.kv))
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return attn.o_proj(out.view(*h.shape[:-1], -1))

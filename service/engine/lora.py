@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from core.base.info import LLAMA_PROJECTIONS as ALL_PROJECTIONS  # noqa: F401 (tests)
+from service.engine.packing import unpack
 from service.engine.weights import AdapterWeights
 
 _MODULE_NAME = re.compile(r"(?:.*\.)?layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)")
@@ -299,9 +300,8 @@ class Parts:
 
     def add_updates(self, layer: LoraLinear, x: torch.Tensor, y: torch.Tensor) -> None:
         """Each part's rows' updates of ``x`` [1, T, in], into ``y`` [1, T, out] in place."""
-        xs, ys = x.flatten(0, -2), y.flatten(0, -2)  # views, so ys writes into y
-        at = 0
-        for rows, b, s in self.parts:
-            span = slice(at, at + b * s)
-            add_update(xs[span].view(b, s, -1), ys[span].view(b, s, -1), rows.weights(layer))
-            at += b * s
+        shapes = [(b, s) for _, b, s in self.parts]
+        # views of views: each part's update writes into y
+        xs, ys = unpack(x.flatten(0, -2), shapes), unpack(y.flatten(0, -2), shapes)
+        for (rows, _, _), x_part, y_part in zip(self.parts, xs, ys, strict=True):
+            add_update(x_part, y_part, rows.weights(layer))
