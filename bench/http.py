@@ -173,10 +173,13 @@ class Measure:
     how many cores OTHER processes kept busy meanwhile (rounds disturbed by other sessions
     can be told apart)."""
 
-    def __init__(self, label: str, tokens: int, seconds: float, ours_cpu: float, ttft: list[float], foreign: float):
+    def __init__(self, label: str, tokens: int, seconds: float, ours_cpu: float, ttft: list[float], foreign: float,
+                 client_cpu: float | None = None):
         self.label, self.tokens, self.seconds = label, tokens, seconds
         self.rate = tokens / seconds
         self.cpu_per_request = ours_cpu / REQUESTS
+        # the load generator's, which shares these cores with the server it measures
+        self.client_cpu_per_request = None if client_cpu is None else client_cpu / REQUESTS
         self.ttft = statistics.median(ttft) if ttft else None
         self.foreign = foreign
 
@@ -191,7 +194,7 @@ def over_http(label: str, client: LoadClient, url: str, pid: int, bodies: list[d
     check_tokens(label, result)
     foreign = max(0.0, (busy_seconds() - busy - known) / wall)
     ttft = [t for t in result["ttft"] if t is not None]
-    return Measure(label, REQUESTS * NEW_TOKENS, result["seconds"], server_cpu, ttft, foreign)
+    return Measure(label, REQUESTS * NEW_TOKENS, result["seconds"], server_cpu, ttft, foreign, result["cpu"])
 
 
 def in_process(engine, prompts: list[list[int]], adapters: list[str | None], stream: bool) -> Measure:
@@ -390,6 +393,9 @@ def report(rounds: list[dict], modes: list[str]) -> None:
             ttft = f"{statistics.median(ttfts) * 1000:8.0f}" if ttfts else "       -"
             print(f"    {label:<38} {statistics.median(x.rate for x in xs):7.1f} "
                   f"{statistics.median(x.cpu_per_request for x in xs) * 1000:14.0f} {ttft:>19}")
+        client = [x.client_cpu_per_request for r in rounds for (_, mm), x in r.items()
+                  if mm == m and x.client_cpu_per_request is not None]
+        print(f"    the load generator's CPU per request: {statistics.median(client) * 1000:.1f} ms (median)")
         for num, den, target in RATIOS:
             pairs = [(r[(num, m)], r[(den, m)]) for r in rounds]
             quiet = [(a, b) for a, b in pairs if max(a.foreign, b.foreign) < QUIET]

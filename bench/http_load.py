@@ -3,7 +3,10 @@ the server's nor the bench's: ``python -m bench.http_load`` reads one job per li
 (JSON: ``base_url``, ``bodies``, ``stream``) and answers each with one JSON line.
 
 A job sends every body at once, one connection each (keep-alive, reused across jobs), to
-``POST /v1/chat/completions`` and waits for all. The answer: wall ``seconds`` from the first
+``POST /v1/chat/completions`` and waits for all. The client is aiohttp (its HTTP parser is
+C): on these 2 cores the load generator shares the CPU with the server it measures, and httpx
+(pure Python) spent about 3.5 ms of CPU per streamed request, so the last of 32 requests left
+it about 100 ms after the first (docs/performance.md, "Over HTTP"). The answer: wall ``seconds`` from the first
 send to the last byte, each request's ``finish_reasons`` and ``completion_tokens`` (from
 ``usage`` when the server gives it, else None), its time to first content (``ttft``, streams
 only), and this process's CPU seconds.
@@ -16,15 +19,17 @@ import json
 import sys
 import time
 
-import httpx
+import aiohttp
+
+PATH = "/v1/chat/completions"
 
 
-async def one(http: httpx.AsyncClient, body: dict, stream: bool) -> dict:
+async def one(http: aiohttp.ClientSession, body: dict, stream: bool) -> dict:
     started = time.perf_counter()
     if not stream:
-        r = await http.post("/v1/chat/completions", json=body)
-        r.raise_for_status()
-        data = r.json()
+        async with http.post(PATH, json=body) as r:
+            r.raise_for_status()
+            data = await r.json()
         usage = data.get("usage") or {}
         return {
             "finish_reason": data["choices"][0]["finish_reason"],
@@ -32,10 +37,11 @@ async def one(http: httpx.AsyncClient, body: dict, stream: bool) -> dict:
             "ttft": None,
         }
     finish, tokens, ttft = None, None, None
-    async with http.stream("POST", "/v1/chat/completions", json=body) as r:
+    async with http.post(PATH, json=body) as r:
         r.raise_for_status()
-        async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
+        async for raw in r.content:  # one line at a time
+            line = raw.rstrip(b"\r\n")
+            if not line.startswith(b"data: ") or line == b"data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
             if "error" in chunk:
@@ -50,15 +56,20 @@ async def one(http: httpx.AsyncClient, body: dict, stream: bool) -> dict:
 
 
 async def run(jobs, out) -> None:
-    clients: dict[str, httpx.AsyncClient] = {}
+    clients: dict[str, aiohttp.ClientSession] = {}
     try:
         for line in jobs:
             job = json.loads(line)
             bodies = job["bodies"]
             url = job["base_url"]
             if url not in clients:
-                limits = httpx.Limits(max_connections=len(bodies), max_keepalive_connections=len(bodies))
-                clients[url] = httpx.AsyncClient(base_url=url, limits=limits, timeout=600)
+                clients[url] = aiohttp.ClientSession(
+                    base_url=url,
+                    # idle connections dropped before a server's own keep-alive timeout
+                    # (uvicorn's: 5 s) can close one under a request
+                    connector=aiohttp.TCPConnector(limit=len(bodies), keepalive_timeout=1),
+                    timeout=aiohttp.ClientTimeout(total=600),
+                )
             cpu, started = time.process_time(), time.perf_counter()
             results = await asyncio.gather(*(one(clients[url], b, job["stream"]) for b in bodies))
             seconds = time.perf_counter() - started
@@ -72,7 +83,7 @@ async def run(jobs, out) -> None:
             out.flush()
     finally:
         for client in clients.values():
-            await client.aclose()
+            await client.close()
 
 
 if __name__ == "__main__":
