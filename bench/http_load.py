@@ -6,10 +6,11 @@ A job sends every body at once, one connection each (keep-alive, reused across j
 ``POST /v1/chat/completions`` and waits for all. The client is aiohttp (its HTTP parser is
 C): on these 2 cores the load generator shares the CPU with the server it measures, and httpx
 (pure Python) spent about 3.5 ms of CPU per streamed request, so the last of 32 requests left
-it about 100 ms after the first (docs/performance.md, "Over HTTP"). The answer: wall ``seconds`` from the first
-send to the last byte, each request's ``finish_reasons`` and ``completion_tokens`` (from
-``usage`` when the server gives it, else None), its time to first content (``ttft``, streams
-only), and this process's CPU seconds.
+it about 100 ms after the first (docs/performance.md, "Over HTTP").
+
+The answer: wall ``seconds`` from the first send to the last byte, each request's
+``finish_reasons`` and ``completion_tokens`` (from ``usage`` when the server gives it, else
+None), its time to first content (``ttft``, streams only), and this process's CPU seconds.
 """
 
 from __future__ import annotations

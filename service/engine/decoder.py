@@ -102,14 +102,15 @@ class Decoder:
         # [B, S, head_dim] each, per part; sin signed once per pass, not per layer and tensor
         rotations = [self.model.rotary_emb(x, p.positions) for p in parts]
         rotations = [(cos, signed_sin(sin)) for cos, sin in rotations]
+        shapes = [p.ids.shape for p in parts]  # each part's [B, S]
         for i, layer in enumerate(self.model.layers):
             h = layer.input_layernorm(x)
-            x = x + self._attention(i, layer.self_attn, h, rotations, parts)
+            x = x + self._attention(i, layer.self_attn, h, rotations, parts, shapes)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         x = self.model.norm(x)
         if len(parts) == 1:
             return [x]
-        return unpack(x.view(-1, x.shape[-1]), [p.ids.shape for p in parts])
+        return unpack(x.view(-1, x.shape[-1]), shapes)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits [..., vocab] of hidden states [..., hidden].
@@ -127,9 +128,8 @@ class Decoder:
             logits = logits + self.lm_head.bias
         return logits.reshape(*hidden.shape[:-1], logits.shape[-1])
 
-    def _attention(self, i, attn, h, rotations, parts: Sequence[Part]) -> torch.Tensor:
+    def _attention(self, i, attn, h, rotations, parts: Sequence[Part], shapes) -> torch.Tensor:
         # [tokens, features]: every part's rows, one after the other
-        shapes = [p.ids.shape for p in parts]
         q_all, k_all, v_all = (
             unpack(proj(h).flatten(0, -2), shapes) for proj in (attn.q_proj, attn.k_proj, attn.v_proj)
         )

@@ -297,11 +297,11 @@ class Parts:
 
     def __init__(self, parts: Sequence[tuple[GatheredRows | BatchRows, int, int]]):
         self.parts = list(parts)
+        self.shapes = [(b, s) for _, b, s in self.parts]  # once per pass, not per projection
 
     def add_updates(self, layer: LoraLinear, x: torch.Tensor, y: torch.Tensor) -> None:
         """Each part's rows' updates of ``x`` [1, T, in], into ``y`` [1, T, out] in place."""
-        shapes = [(b, s) for _, b, s in self.parts]
         # views of views: each part's update writes into y
-        xs, ys = unpack(x.flatten(0, -2), shapes), unpack(y.flatten(0, -2), shapes)
+        xs, ys = unpack(x.flatten(0, -2), self.shapes), unpack(y.flatten(0, -2), self.shapes)
         for (rows, _, _), x_part, y_part in zip(self.parts, xs, ys, strict=True):
             add_update(x_part, y_part, rows.weights(layer))
