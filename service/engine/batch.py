@@ -6,12 +6,17 @@ column p, so rows never move::
     prefill group  (newcomers' prompts, right padded, processed in chunks of bounded size)
          │ writes each prompt's keys/values into its rows (n rows for n choices of one prompt)
          ▼
-    decode batch   ── one token per running row per step, over rows [0, width) ──►
-                      a finished row is handed back to the cache; nothing is copied
+    decode batch   ── one token per running row per step ──►
+                      a finished row is handed back to the cache; no key or value is copied
 
-A decode step runs every row below the highest one in use; a free row in between (a "hole")
-computes a throwaway token and writes nothing. The cache hands out the lowest free rows first,
-so holes are few and short-lived.
+The decode batch has an order of its own (the scheduler's running order): a step's
+projections and MLP compute exactly its running rows, whichever cache rows they hold. When rows
+leave, the batch closes the gap by moving its last rows into the vacated positions
+(``compaction``): a few token ids and adapter rows move, the cache rows stay where they are.
+Attention reads the cache rows in place: each running row's query is placed at its cache row,
+and a free cache row in between (a "hole") computes a throwaway attention output that is
+never read. Without holes (rows 0..A-1 in order, the usual case after a burst) nothing is
+placed.
 """
 
 from __future__ import annotations
@@ -40,14 +45,16 @@ class _PrefillView:
     """Columns [start, end) of the group's prompts: written into every row of each prompt
     (``targets``), attended over [0, end) of the prompt's first row."""
 
+    queries: torch.Tensor | None = None  # one query row per prompt, over its first row
+
     def __init__(self, group: PrefillGroup, start: int, end: int):
         self.cache, self.start, self.end = group.cache, start, end
         self.rows, self.source = group.first_rows, group.source
         keys = torch.arange(end, device=self.rows.device)
-        queries = torch.arange(start, end, device=self.rows.device)
+        columns = torch.arange(start, end, device=self.rows.device)
         targets = group.targets
-        self.index = self.cache.index(targets, queries.expand(len(targets), -1))
-        causal = keys[None, :] <= queries[:, None]  # [S, end]
+        self.index = self.cache.index(targets, columns.expand(len(targets), -1))
+        causal = keys[None, :] <= columns[:, None]  # [S, end]
         real = keys[None, :] < group.lengths[:, None]  # [P, end]: padding is never a key
         self.mask = (causal[None] & real[:, None])[:, None]  # [P, 1, S, end]
 
@@ -178,65 +185,81 @@ class PrefillGroup:
                 sink(p, logits, self.ids[p, start + 1 : stop + 1])
 
 
-class _DecodeView:
-    """One new column per running row, attended over each row's columns [0, position]."""
+def compaction(keep: list[int], size: int) -> list[int]:
+    """The positions of a batch of ``size`` rows that go on (``keep``, ascending), in their
+    new order: a kept row below ``len(keep)`` stays where it is, and the kept rows above fill
+    the positions the others left, so only those move."""
+    n = len(keep)
+    assert all(0 <= j < size for j in keep), (keep, size)
+    above = [j for j in keep if j >= n]
+    kept = set(keep)
+    return [i if i in kept else above.pop() for i in range(n)]
 
-    def __init__(self, cache: KVCache, width: int, rows: torch.Tensor, positions: torch.Tensor):
-        self.cache, self.width = cache, width
-        # No hole (the usual case): every row of [0, width) writes, in row order, so the pass's
-        # keys/values are stored as they are, without selecting the running rows per layer.
-        self.rows = None if len(rows) == width else rows
-        if self.rows is None:
-            rows = torch.arange(width, device=rows.device)
-        columns = positions.index_select(0, rows)  # [A] where each running row writes
-        self.index = cache.index(rows, columns[:, None])
-        span = int(columns.max()) + 1
-        keys = torch.arange(span, device=positions.device)
-        self.span = span
+
+class _DecodeView:
+    """One new column per running row (cache rows ``rows`` [A], positions ``positions`` [A]),
+    attended over each row's columns [0, position], in place in the cache's rows [0, width)."""
+
+    def __init__(self, cache: KVCache, rows: list[int], positions: torch.Tensor):
+        device = positions.device
+        self.cache, self.width = cache, max(rows) + 1
+        index = torch.tensor(rows, device=device)
+        # the cache row of each query row, unless they are rows 0..A-1 in order
+        self.queries = None if rows == list(range(len(rows))) else index
+        self.index = cache.index(index, positions[:, None])
+        self.span = span = int(positions.max()) + 1
+        if self.queries is not None:  # by cache row; a hole attends to column 0 only
+            positions = positions.new_zeros(self.width).index_copy_(0, index, positions)
+        keys = torch.arange(span, device=device)
         self.mask = (keys[None, :] <= positions[:, None])[:, None, None]  # [width, 1, 1, span]
 
     def update(self, layer: int, keys: torch.Tensor, values: torch.Tensor):
-        # keys [width, kv_heads, 1, head_dim]; only running rows write (holes may be rows
-        # whose prompt is being prefilled)
-        rows = self.rows
-        if rows is not None:
-            keys, values = keys.index_select(0, rows), values.index_select(0, rows)
+        # keys [A, kv_heads, 1, head_dim]: each running row writes its column
         self.cache.write(layer, self.index, keys, values)
         cache_k, cache_v = self.cache.keys[layer], self.cache.values[layer]
         return cache_k[: self.width, :, : self.span], cache_v[: self.width, :, : self.span]
 
 
 class DecodeBatch:
-    """The next token and position of every cache row; a step feeds the running rows'."""
+    """The next token, position and cache row of every running row, in batch order; a step
+    feeds them all."""
 
     def __init__(self, cache: KVCache):
         self.cache = cache
         device = cache.keys[0].device
         self.next_ids = torch.zeros(cache.rows, dtype=torch.long, device=device)
         self.positions = torch.zeros(cache.rows, dtype=torch.long, device=device)
-        self._rows = self.positions[:0]  # the rows of the part handed out last
+        self.rows: list[int] = []  # the cache row of each batch row
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
     def join(self, rows: list[int], tokens: torch.Tensor, positions: list[int]) -> None:
-        """``rows`` start decoding: feed ``tokens`` [k] at ``positions`` next."""
-        index = torch.tensor(rows, device=self.next_ids.device)
-        self.next_ids[index] = tokens.to(self.next_ids.device)
-        self.positions[index] = torch.tensor(positions, device=self.positions.device)
+        """Sequences in cache rows ``rows`` join after the running rows: feed ``tokens`` [k]
+        at ``positions`` next."""
+        at = slice(len(self.rows), len(self.rows) + len(rows))
+        self.next_ids[at] = tokens.to(self.next_ids.device)
+        self.positions[at] = torch.tensor(positions, device=self.positions.device)
+        self.rows.extend(rows)
 
-    def leave(self, rows: list[int]) -> None:
-        """``rows`` stopped: as holes they attend to column 0 only (never an empty row)."""
-        if rows:
-            self.positions[torch.tensor(rows, device=self.positions.device)] = 0
+    def keep(self, order: list[int]) -> None:
+        """The rows at positions ``order`` go on, row ``order[i]`` now at position i (from
+        ``compaction``); the others have left."""
+        index = torch.tensor(order, dtype=torch.long, device=self.next_ids.device)
+        n = len(order)
+        self.next_ids[:n] = self.next_ids.index_select(0, index)
+        self.positions[:n] = self.positions.index_select(0, index)
+        self.rows = [self.rows[j] for j in order]
 
-    def part(self, rows: list[int]) -> Part:
-        """The next tokens of ``rows`` as a forward pass's part, over rows [0, max + 1) (see
-        the module's docstring). Pass its hidden states to ``after``."""
-        width = max(rows) + 1
-        self._rows = index = torch.tensor(rows, device=self.next_ids.device)
-        view = _DecodeView(self.cache, width, index, self.positions[:width])
-        return Part(self.next_ids[:width, None], self.positions[:width, None], view)
+    def part(self) -> Part:
+        """The running rows' next tokens as a forward pass's part. Pass its hidden states to
+        ``after``."""
+        n = len(self.rows)
+        view = _DecodeView(self.cache, self.rows, self.positions[:n])
+        return Part(self.next_ids[:n, None], self.positions[:n, None], view)
 
     def after(self, decoder: Decoder, hidden: torch.Tensor) -> torch.Tensor:
-        """Take the step's ``hidden`` states [width, 1, hidden]; returns the logits [k, V] of
-        the rows given to ``part``, in that order. The caller sets their ``next_ids``."""
-        self.positions[self._rows] += 1
-        return decoder.logits(hidden[self._rows, 0])
+        """Take the step's ``hidden`` states [A, 1, hidden]; returns the logits [A, V] of the
+        running rows. The caller sets their ``next_ids``."""
+        self.positions[: len(self.rows)] += 1
+        return decoder.logits(hidden[:, 0])

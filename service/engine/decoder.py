@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from service.engine import products
 from service.engine.packing import unpack
 
 # A decode step's attention over at most this many keys in all (rows x columns) runs on ONE
@@ -44,13 +45,17 @@ SERIAL_ATTENTION_KEYS = 256
 class KVView(Protocol):
     """The cache columns one forward pass reads and writes (a prefill chunk or a decode step)."""
 
-    mask: torch.Tensor  # [B, 1, S, L] bool: query s of row b may attend key column l
+    mask: torch.Tensor  # [R, 1, S, L] bool: query s of row r may attend key column l
+    # None: the pass's query rows are the attended rows 0..B-1, in order (R = B). Else [B]: the
+    # cache row each query row belongs to; attention runs over the rows [0, R) ``update``
+    # returns, with each query placed at its row (a row holding none computes a throwaway).
+    queries: torch.Tensor | None
 
     def update(
         self, layer: int, keys: torch.Tensor, values: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this pass's ``keys``/``values`` [B, kv_heads, S, head_dim]; return every key
-        and value the pass attends to, [B, kv_heads, L, head_dim]."""
+        and value the pass attends to, [R, kv_heads, L, head_dim]."""
         ...
 
 
@@ -115,15 +120,13 @@ class Decoder:
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits [..., vocab] of hidden states [..., hidden].
 
-        Computed as ``(W h^T)^T``, the [vocab, hidden] weight as the left operand: for the
-        few rows of a decode step MKL's sgemm runs this order 1.4-3.7x faster than ``h W^T``
-        (``nn.Linear``'s) at 4-16 rows on this CPU (why, inside MKL, was not traced). On the
-        58M bench Llama (vocab 32000) decoding ran 1.11-1.17x (32 rows) to 1.34x
-        (4 rows) faster (docs/performance.md, "The output projection"). On a GPU both forms
-        are one cuBLAS call with the operands' roles swapped. The result is a transposed
-        view; its consumers index it and reduce over the vocabulary, which needs no copy."""
+        Computed as ``(W h^T)^T``, the [vocab, hidden] weight as the left operand, which MKL
+        runs 2.9-4.3x faster than ``nn.Linear``'s ``h W^T`` for a decode step's few rows
+        (``products.py``); on a GPU both forms are one cuBLAS call with the operands' roles
+        swapped. The result is a transposed view; its consumers index it and reduce over the
+        vocabulary, which needs no copy (a copy would be 4 MB per step at 32 rows)."""
         flat = hidden.reshape(-1, hidden.shape[-1])
-        logits = torch.mm(self.lm_head.weight, flat.T).T
+        logits = products.left_product(self.lm_head.weight, flat)
         if self.lm_head.bias is not None:
             logits = logits + self.lm_head.bias
         return logits.reshape(*hidden.shape[:-1], logits.shape[-1])
@@ -148,10 +151,13 @@ class Decoder:
         pass's ``k``, ``v`` stored first: [B * S, heads * head_dim]."""
         b, _, s, _ = q.shape
         keys, values = kv.update(i, k, v)
+        placed = kv.queries
+        if placed is not None:  # each query at its cache row
+            q = q.new_zeros(keys.shape[0], *q.shape[1:]).index_copy_(0, placed, q)
         threads = torch.get_num_threads()
         # CPU only: the intra-op thread count means nothing to a GPU kernel
         serial = (threads > 1 and s == 1 and keys.device.type == "cpu"
-                  and b * keys.shape[2] <= SERIAL_ATTENTION_KEYS)
+                  and keys.shape[0] * keys.shape[2] <= SERIAL_ATTENTION_KEYS)
         if serial:
             torch.set_num_threads(1)
         try:
@@ -166,6 +172,8 @@ class Decoder:
         finally:
             if serial:
                 torch.set_num_threads(threads)
+        if placed is not None:
+            out = out.index_select(0, placed)
         return out.transpose(1, 2).reshape(b * s, -1)
 
 

@@ -16,8 +16,9 @@ no row's adapter targets it.
 Rows are bound to slots in two ways:
 
 - ``GatheredRows``: gathers A/B per forward from the slot tensors (prefill, reward scoring);
-- ``BatchRows``: the decode batch. Its per-row A/B live in preallocated buffers indexed like
-  the KV cache's rows, filled once when a row joins, so a decode step does no gathering at all.
+- ``BatchRows``: the decode batch. Its per-row A/B live in preallocated buffers in batch
+  order, written once when a row joins (or moves when others leave), so a decode step does no
+  gathering at all.
 
 Filling a slot copies tensors into preallocated storage: no module is rebuilt, no base weight is
 touched, and the cost does not depend on how many adapters are resident.
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 
 from core.base.info import LLAMA_PROJECTIONS as ALL_PROJECTIONS  # noqa: F401 (tests)
+from service.engine import products
 from service.engine.packing import unpack
 from service.engine.weights import AdapterWeights
 
@@ -77,7 +79,7 @@ class LoraLinear(nn.Module):
         self.ranks = [0] * slots  # host copy of each slot's rank here (0: slot does not target us)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base(x)  # x: [B, S, in] -> y: [B, S, out]
+        y = products.linear(self.base, x)  # x: [B, S, in] -> y: [B, S, out]
         rows = self.binding.rows
         if rows is None:
             return y
@@ -229,20 +231,20 @@ class GatheredRows:
 
 
 class BatchRows:
-    """The decode batch's rows, indexed by KV-cache row, with each layer's per-row A/B kept
-    gathered.
+    """The decode batch's rows, in batch order (the scheduler's running order), with each
+    layer's per-row A/B kept gathered.
 
     Buffers hold A [capacity, r_max, in] and B^T [capacity, r_max, out] per layer, the layouts
-    ``add_update``'s two products read contiguously (faster than transposed views on CPU). A row
-    that joins gets its adapter's A/B written once (``assign``); a row that leaves is only
-    marked free (``release``): nothing moves. A forward pass covers rows [0, ``width``).
+    ``add_update``'s two products read contiguously (faster than transposed views on CPU).
+    Rows that join get their adapters' A/B written once, after the rows already there
+    (``join``); when rows leave, the batch is compacted (``keep``): only a row that moves into
+    a position another row left is written again. A forward pass reads rows [0, len).
     """
 
     def __init__(self, lora: LoraModel, capacity: int):
         self.lora = lora
         self.capacity = capacity
-        self.slots: list[int | None] = [None] * capacity  # None: the row is free
-        self.width = 0
+        self.slots: list[int] = []  # the adapter slot of each row, in batch order
         self.ranks = [0] * len(lora.layers)
         self._A = [
             layer.lora_A.new_zeros(capacity, lora.max_rank, layer.base.in_features)
@@ -255,38 +257,45 @@ class BatchRows:
         self._s = [torch.zeros(capacity, dtype=lora.dtype, device=lora.device) for _ in lora.layers]
 
     def __len__(self) -> int:
-        return sum(s is not None for s in self.slots)
+        return len(self.slots)
 
     @property
     def nbytes(self) -> int:
         """Memory of the per-row copies: as much as ``capacity`` more slots."""
         return sum(t.nbytes for buffers in (self._A, self._B, self._s) for t in buffers)
 
+    def join(self, slots: Sequence[int]) -> None:
+        """Rows serving the adapters in ``slots`` join, after the rows already in the batch."""
+        assert len(self.slots) + len(slots) <= self.capacity, (len(self.slots), len(slots))
+        self._write(range(len(self.slots), len(self.slots) + len(slots)), slots)
+        self.slots.extend(slots)
+        self.ranks = _max_ranks(self.lora, self.slots)
+
+    def keep(self, order: Sequence[int]) -> None:
+        """The rows at positions ``order`` go on, row ``order[i]`` now at position i (from
+        ``batch.compaction``); the others have left."""
+        moved = [i for i, j in enumerate(order) if i != j]
+        self.slots = [self.slots[j] for j in order]
+        self._write(moved, [self.slots[i] for i in moved])
+        self.ranks = _max_ranks(self.lora, self.slots)
+
     @torch.no_grad()
-    def assign(self, rows: Sequence[int], slots: Sequence[int]) -> None:
-        """Rows ``rows`` (free) now serve the adapters in ``slots``."""
-        assert all(self.slots[r] is None for r in rows), rows
+    def _write(self, positions: Sequence[int], slots: Sequence[int]) -> None:
+        """Positions ``positions`` now hold the A/B of ``slots``, in every layer."""
+        if not positions:
+            return
         index = torch.tensor(list(slots), dtype=torch.long, device=self.lora.device)
-        at = torch.tensor(list(rows), dtype=torch.long, device=self.lora.device)
+        at = torch.tensor(list(positions), dtype=torch.long, device=self.lora.device)
         for i, layer in enumerate(self.lora.layers):
             self._A[i][at] = layer.lora_A[index]
             self._B[i][at] = layer.lora_B[index].transpose(1, 2)
             self._s[i][at] = layer.scaling[index]
-        for row, slot in zip(rows, slots, strict=True):
-            self.slots[row] = slot
-        self.ranks = _max_ranks(self.lora, [s for s in self.slots if s is not None])
-
-    def release(self, rows: Sequence[int]) -> None:
-        """Rows ``rows`` are free again (their stale A/B only feed throwaway tokens)."""
-        for row in rows:
-            self.slots[row] = None
-        self.ranks = _max_ranks(self.lora, [s for s in self.slots if s is not None])
 
     def weights(self, layer: LoraLinear):
         r = self.ranks[layer.index]
         if r == 0:
             return None
-        n, i = self.width, layer.index
+        n, i = len(self.slots), layer.index
         return self._A[i][:n, :r], self._B[i][:n, :r], self._s[i][:n]
 
 

@@ -19,7 +19,7 @@ One ``step`` (on the engine thread) is:
    stall). A reward-scoring chunk, when no prompt is being prefilled, runs as a pass of its own;
 4. emit: the running rows' tokens, rows that finished (EOS, stop string, max tokens) handing
    their cache rows back; and when the group's prompts are complete, their first tokens, their
-   rows joining the decode batch for the next step. Rows never move.
+   rows joining the decode batch for the next step. Cache rows never move.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import torch
 from transformers import PreTrainedModel
 
 from service.engine.adapters import AdapterManager
-from service.engine.batch import DecodeBatch, PositionsSink, PrefillGroup
+from service.engine.batch import DecodeBatch, PositionsSink, PrefillGroup, compaction
 from service.engine.decoder import Decoder, Part
 from service.engine.kv_cache import KVCache
 from service.engine.lora import BatchRows, GatheredRows, LoraModel, Parts
@@ -112,7 +112,7 @@ class Scheduler:
         self.prefill: tuple[PrefillGroup, list[Request]] | None = None
         self.batch = DecodeBatch(cache)
         self.rows = lora.batch_rows(cache.rows)
-        self.running: list[Request] = []  # each holds its cache row
+        self.running: list[Request] = []  # in batch order; each holds its cache row
         self.steps = 0
         # Counters for metrics (read from other threads; ints, so reads are atomic enough).
         self.prompt_tokens = 0
@@ -209,7 +209,7 @@ class Scheduler:
         self.running, self.prefill = [], None
         self.cache.reset()
         self.batch = DecodeBatch(self.cache)
-        self.rows.release(range(self.cache.rows))
+        self.rows.keep([])
         for request in in_flight:
             request.row = None  # the rows were all reset above
         for request in dict.fromkeys(in_flight):  # a row may be in both while it joins
@@ -231,10 +231,8 @@ class Scheduler:
         if request.state is State.DONE:
             return
         request.state = State.DONE
-        if request.row is not None:
+        if request.row is not None:  # a running row leaves the batch in ``_keep_rows``
             self.cache.give_back(request.row)
-            self.batch.leave([request.row])
-            self.rows.release([request.row])
             request.row = None
         if request.acquired is not None:
             assert request.version is not None
@@ -363,10 +361,8 @@ class Scheduler:
             bindings.append((self.lora.gather([r.slot for r in firsts]), *part.ids.shape))
         running = self.running
         if running:
-            rows = cache_rows(running)
-            self.rows.width = max(rows) + 1
-            parts.append(self.batch.part(rows))
-            bindings.append((self.rows, self.rows.width, 1))
+            parts.append(self.batch.part())
+            bindings.append((self.rows, len(running), 1))
         with self.lora.use(bindings[0][0] if len(parts) == 1 else Parts(bindings)):
             hidden = self.decoder.hidden_parts(parts)
         if running:  # before the prefill's rows join ``self.running``
@@ -412,7 +408,7 @@ class Scheduler:
                 tokens[torch.tensor(keep, device=tokens.device)],
                 [len(r.prompt) for r in joined],
             )
-            self.rows.assign(cache_rows(joined), [r.slot for r in joined])
+            self.rows.join([r.slot for r in joined])
         for request in joined:
             request.state = State.RUNNING
         self.prefill = None  # only now: until here a failure must reach these requests
@@ -432,9 +428,8 @@ class Scheduler:
 
     def _after_decode(self, logits: torch.Tensor) -> None:
         """Each running row samples its next token from ``logits`` [rows, V]."""
-        rows = cache_rows(self.running)
         tokens = self._choose(logits, self.running)
-        self.batch.next_ids[torch.tensor(rows, device=tokens.device)] = tokens
+        self.batch.next_ids[: len(tokens)] = tokens
         logprobs = token_logprobs(logits, tokens, [r.params for r in self.running])
         keep = []
         for i, (request, token, lp) in enumerate(
@@ -448,8 +443,12 @@ class Scheduler:
             self._keep_rows(keep)
 
     def _keep_rows(self, keep: list[int]) -> None:
-        """Only ``running[i]`` for i in ``keep`` run on (the others have given their rows back)."""
-        self.running = [self.running[i] for i in keep]
+        """Only ``running[i]`` for i in ``keep`` run on (the others have given their rows
+        back); the batch closes the gaps they leave (``compaction``)."""
+        order = compaction(keep, len(self.running))
+        self.running = [self.running[i] for i in order]
+        self.batch.keep(order)
+        self.rows.keep(order)
 
     def _choose(self, logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
         params = [r.params for r in requests]

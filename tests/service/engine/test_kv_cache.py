@@ -65,6 +65,28 @@ def test_rows_join_and_leave_without_moving_the_running_rows_cache(make_engine, 
     assert tokens[: len(reference)] == reference
 
 
+def test_a_decode_step_computes_only_its_running_rows_and_stays_exact(make_engine, peft_reference):
+    # rows 0 and 2 finish first: the two left in rows 1 and 3 must not pay for four
+    engine = make_engine(max_batch_size=4)
+    passes: list[int] = []  # the tokens each forward pass carries
+    engine.model.model.embed_tokens.register_forward_hook(
+        lambda module, args, out: passes.append(args[0].numel())
+    )
+    work = [(prompt(20, 5), "alpha", 2), (prompt(21, 5), "beta", 10),
+            (prompt(22, 5), None, 2), (prompt(23, 5), "gamma", 10)]
+
+    async def main():
+        return await asyncio.gather(*[
+            engine.complete(ids, name, SamplingParams(max_tokens=n, temperature=0, ignore_eos=True))
+            for ids, name, n in work
+        ])
+
+    done = run(main())
+    assert passes[-8:] == [2] * 8  # after the first decode step, 2 rows run
+    for (ids, name, n), completion in zip(work, done, strict=True):
+        assert completion.token_ids == peft_reference(name, ids, n)
+
+
 def test_a_full_cache_makes_newcomers_wait_then_serves_them_exactly(make_engine, peft_reference):
     engine = make_engine(max_batch_size=2)
     params = SamplingParams(max_tokens=10, temperature=0, ignore_eos=True)

@@ -14,6 +14,7 @@ from core.base.checkpoint import load_base_model
 from core.base.info import BaseModelInfo
 from core.errors import InvalidAdapter
 from core.settings import Settings
+from service.engine.batch import compaction
 from service.engine.lora import ALL_PROJECTIONS, LoraModel
 from service.engine.weights import read_adapter
 
@@ -77,18 +78,16 @@ def test_mixed_batch_rows_match_peft_with_their_own_adapter(
 def test_batch_rows_equal_gathered_rows_after_join_and_leave(lora_model):
     ids, mask, positions = _left_pad(PROMPTS)
     batch = lora_model.batch_rows(capacity=8)
-    batch.assign([0, 1], [2, 0])
-    batch.assign([2, 3], [4, 1])  # rows: beta, base, delta, alpha
-    batch.release([1])  # base row leaves
-    batch.assign([1], [3])  # gamma joins in its free row: nothing moved
-    assert batch.slots[:4] == [2, 3, 4, 1]
-    batch.release([1, 2, 3])
-    batch.assign([1, 2, 3], [4, 1, 3])  # rows leave and join in any order
-    assert batch.slots[:4] == [2, 4, 1, 3]
-    batch.width = 4
+    batch.join([2, 0])
+    batch.join([4, 1, 3])  # beta, base, delta, alpha, gamma
+    batch.keep(compaction([0, 2, 3, 4], 5))  # base leaves: gamma moves into its position
+    assert batch.slots == [2, 3, 4, 1]
+    batch.keep(compaction([0, 3], 4))  # two leave
+    batch.join([4, 3])  # and two join
+    assert batch.slots == [2, 1, 4, 3]
     with lora_model.use(batch):
         got = lora_model.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
-    with lora_model.use(lora_model.gather([2, 4, 1, 3])):
+    with lora_model.use(lora_model.gather([2, 1, 4, 3])):
         want = lora_model.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
     torch.testing.assert_close(got, want)
 
