@@ -186,9 +186,9 @@ class PrefillGroup:
 
 
 def compaction(keep: list[int], size: int) -> list[int]:
-    """The positions of a batch of ``size`` rows that go on (``keep``, ascending), in their
-    new order: a kept row below ``len(keep)`` stays where it is, and the kept rows above fill
-    the positions the others left, so only those move."""
+    """The positions of a batch of ``size`` rows that go on (``keep``), in their new order:
+    a kept row below ``len(keep)`` stays where it is, and the kept rows above fill the
+    positions the others left, so only those move."""
     n = len(keep)
     assert all(0 <= j < size for j in keep), (keep, size)
     above = [j for j in keep if j >= n]
@@ -230,9 +230,6 @@ class DecodeBatch:
         self.next_ids = torch.zeros(cache.rows, dtype=torch.long, device=device)
         self.positions = torch.zeros(cache.rows, dtype=torch.long, device=device)
         self.rows: list[int] = []  # the cache row of each batch row
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
     def join(self, rows: list[int], tokens: torch.Tensor, positions: list[int]) -> None:
         """Sequences in cache rows ``rows`` join after the running rows: feed ``tokens`` [k]

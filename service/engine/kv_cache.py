@@ -62,7 +62,8 @@ class KVCache:
         return len(self._free)
 
     def take(self, k: int) -> list[int]:
-        """``k`` free rows, the lowest first (keeps the decode batch's row range short)."""
+        """``k`` free rows, the lowest first (keeps the rows a decode step's attention reads,
+        [0, highest in use], short)."""
         assert k <= len(self._free), (k, len(self._free))
         taken, self._free = self._free[:k], self._free[k:]
         return taken
