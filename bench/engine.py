@@ -57,6 +57,7 @@ from bench.throughput import (
     report_throughput,
     summarize,
 )
+from bench.timing import median_ms
 from core.base.folders import SMOLLM2, base_model_info
 from core.base.smollm2 import convert_smollm2
 from core.registry import open_registry
@@ -131,15 +132,6 @@ def on_engine(engine: Engine, fn):
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
 
 
 BASES = {  # --base: vocabulary size and the defaults of --rounds, --max-rounds, --naive-requests

@@ -15,27 +15,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
+from bench.timing import median_ms
 from service.engine.products import left_product, linear
 
 LAYERS = 8
 SHAPES = [(512, 512)] * 4 + [(1376, 512)] * 2 + [(512, 1376)]  # [out, in] per layer
 ROWS = (1, 2, 4, 8, 12, 15, 16, 24, 31, 32, 40, 64, 128)
-
-
-def ms(product, repeats: int = 5) -> float:
-    """Median time of ``product()`` over ``repeats`` calls, in milliseconds."""
-    product()  # warm
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        product()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def step_products(projections, head, x) -> dict:
@@ -72,7 +61,8 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(args.rounds):
             for name, product in variants.items():
-                times[name].append(ms(product))
+                product()  # warm
+                times[name].append(median_ms(product, 5))
         med = {name: statistics.median(t) for name, t in times.items()}
         print(f"{rows:>4}  {med['layers_linear']:>14.1f}  {med['layers_engine']:>6.1f}  "
               f"{ratio(times, 'layers'):>4.2f}x  {med['head_linear']:>12.1f}  "

@@ -41,7 +41,7 @@ from training.distributed import World, close_world, init_world
 from training.gates import check_gates, promote
 from training.jobs import metric_names
 from training.jobs.reporter import JobReporter
-from training.jobs.watch import JobStopped, StoreLogHandler, Watch
+from training.jobs.watch import StoreLogHandler, Watch
 from training.run import RunResult
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,16 @@ def _run_and_finish(
 
     try:
         result = execute(job, settings, store, watch, world)
-    except JobStopped as stop:
+    except JobFailed as e:
+        log.error("job %s failed: %s", job.id, e)
+        finish(JobState.FAILED, result=jsonable(e.result), error=str(e))
+        return 1
+    except Exception as e:
+        stop = watch.stopped_by(e)
+        if stop is None:
+            log.exception("job %s failed", job.id)
+            finish(JobState.FAILED, error=f"{type(e).__name__}: {e}")
+            return 1
         if stop.lost:
             log.warning("job %s: %s", job.id, stop)
             return 0
@@ -126,14 +135,6 @@ def _run_and_finish(
         log.warning("job %s stopped: %s", job.id, stop)
         watch.flush()
         reporter.give_up(str(stop))
-        return 1
-    except JobFailed as e:
-        log.error("job %s failed: %s", job.id, e)
-        finish(JobState.FAILED, result=jsonable(e.result), error=str(e))
-        return 1
-    except Exception as e:
-        log.exception("job %s failed", job.id)
-        finish(JobState.FAILED, error=f"{type(e).__name__}: {e}")
         return 1
     watch.check()  # a lease lost while publishing: the other attempt decides
     log.info("job %s succeeded", job.id)

@@ -75,6 +75,22 @@ class Watch:
         if self.terminated is not None:
             raise JobStopped(self.terminated)
 
+    def stopped_by(self, error: Exception) -> JobStopped | None:
+        """The stop behind ``error`` that ended the run: ``error`` itself if it is one, else the
+        stop this watch recorded, if any; None: the run failed on its own.
+
+        The SIGTERM handler's JobStopped lands wherever the main thread is, and the library it
+        interrupts may hand it on wrapped (SQLAlchemy's StatementError wraps an exception raised
+        inside a statement) or as the failure it caused: judged by its type, such a run would
+        count as failed instead of giving its attempt back."""
+        if isinstance(error, JobStopped):
+            return error
+        try:
+            self.check()
+        except JobStopped as stop:
+            return stop
+        return None
+
     def terminate(self, signum: int, frame: Any) -> None:
         """The SIGTERM handler: stop the run where it is, and again at its next step.
 
