@@ -11,6 +11,7 @@ import torch
 from core.errors import InvalidRequest, NotFound, Overloaded
 from core.names import AdapterVersion
 from service.engine import SamplingParams
+from service.engine.scheduler import BURST_GAP
 from tests.service.engine.engine_calls import GREEDY, collect, prompt, rows_per_pass, run
 
 
@@ -297,9 +298,18 @@ def test_requests_arriving_a_millisecond_apart_start_as_one_batch(make_engine):
         for i in range(6):
             streams.append(await engine.submit(prompt(i, 5), None, params))
             await asyncio.sleep(0.001)
-        return [[e.token_id async for e in stream] for stream in streams]
+        outputs = [[e.token_id async for e in stream] for stream in streams]
+        return outputs, [stream._requests[0].arrived for stream in streams]
 
-    outputs = run(main())
+    # On a loaded machine a 1 ms sleep may oversleep past the burst gap: such a try is not
+    # the burst this test is about, so it is tried again.
+    for _ in range(5):
+        passes.clear()
+        outputs, arrived = run(main())
+        if max(b - a for a, b in zip(arrived, arrived[1:])) < BURST_GAP:
+            break
+    else:
+        pytest.fail(f"5 tries never submitted 6 requests less than {BURST_GAP * 1000} ms apart")
     assert all(len(tokens) == 3 for tokens in outputs)
     # one prefill of all 6 (their first tokens), then 2 decode steps of all 6
     assert passes == [6, 6, 6], passes
