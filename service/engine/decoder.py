@@ -122,9 +122,10 @@ class Decoder:
 
         Computed as ``(W h^T)^T``, the [vocab, hidden] weight as the left operand, which MKL
         runs 1.4-3.5x faster than ``nn.Linear``'s ``h W^T`` at 1-128 rows on the 58M bench
-        Llama's head (``products.py``, ``bench.products``); on a GPU both forms are one cuBLAS call with the operands' roles
-        swapped. The result is a transposed view; its consumers index it and reduce over the
-        vocabulary, which needs no copy (a copy would be 4 MB per step at 32 rows)."""
+        Llama's head (``products.py``, ``bench.products``); on a GPU both forms are one cuBLAS
+        call with the operands' roles swapped. The result is a transposed view; its consumers
+        index it and reduce over the vocabulary, which needs no copy (a copy would be 4 MB per
+        step at 32 rows)."""
         flat = hidden.reshape(-1, hidden.shape[-1])
         logits = products.left_product(self.lm_head.weight, flat)
         if self.lm_head.bias is not None:
