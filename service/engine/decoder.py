@@ -134,9 +134,8 @@ class Decoder:
 
     def _attention(self, i, attn, h, rotations, parts: Sequence[Part], shapes) -> torch.Tensor:
         # [tokens, features]: every part's rows, one after the other
-        q_all, k_all, v_all = (
-            unpack(proj(h).flatten(0, -2), shapes) for proj in (attn.q_proj, attn.k_proj, attn.v_proj)
-        )
+        projections = (attn.q_proj, attn.k_proj, attn.v_proj)
+        q_all, k_all, v_all = (unpack(proj(h).flatten(0, -2), shapes) for proj in projections)
         outs = []
         for part, (cos, sin), q, k, v in zip(parts, rotations, q_all, k_all, v_all, strict=True):
             # [B, S, heads * head_dim] -> [B, heads, S, head_dim]
